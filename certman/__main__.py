@@ -1,0 +1,3 @@
+from certman.cli import main
+
+main()

@@ -1,0 +1,29 @@
+"""The public API is what certman.__all__ lists, and every name there exists."""
+
+from __future__ import annotations
+
+import certman
+
+
+def test_all_names_exist() -> None:
+    missing = [name for name in certman.__all__ if not hasattr(certman, name)]
+    assert missing == []
+
+
+def test_no_unlisted_public_names() -> None:
+    # Every public (non-underscore) attribute that is not a submodule is listed.
+    import types
+
+    public = {
+        name
+        for name, value in vars(certman).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(certman.__all__), public - set(certman.__all__)
+
+
+def test_errors_carry_codes() -> None:
+    err = certman.AcmeError("boom", problem_type="urn:ietf:params:acme:error:rejectedIdentifier")
+    assert err.code == "acme"
+    assert err.to_dict()["problem_type"].endswith("rejectedIdentifier")
+    assert certman.StoreError("x", code="store-corrupt").code == "store-corrupt"
