@@ -6,6 +6,14 @@ notice. A test keeps this list honest.
 """
 
 from certman._version import __version__
+from certman.challenges import (
+    ChallengeTask,
+    MemoryTokenStore,
+    Solver,
+    StoreTokenStore,
+    TokenStore,
+    TokenStoreSolver,
+)
 from certman.errors import (
     AcmeError,
     CertmanError,
@@ -15,14 +23,34 @@ from certman.errors import (
     RenewalError,
     StoreError,
 )
+from certman.store import (
+    AccountRecord,
+    CertificateFiles,
+    CertificateMeta,
+    CertificateVersion,
+    FileStore,
+    Store,
+)
 
 __all__ = [
+    "AccountRecord",
     "AcmeError",
+    "CertificateFiles",
+    "CertificateMeta",
+    "CertificateVersion",
     "CertmanError",
     "ChallengeError",
+    "ChallengeTask",
     "ConfigError",
+    "FileStore",
     "InspectorError",
+    "MemoryTokenStore",
     "RenewalError",
+    "Solver",
+    "Store",
     "StoreError",
+    "StoreTokenStore",
+    "TokenStore",
+    "TokenStoreSolver",
     "__version__",
 ]
