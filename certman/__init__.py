@@ -7,12 +7,18 @@ notice. A test keeps this list honest.
 
 from certman._version import __version__
 from certman.challenges import (
+    ChallengeMiddleware,
     ChallengeTask,
+    DnsHookSolver,
+    HTTP01Server,
     MemoryTokenStore,
     Solver,
+    StandaloneSolver,
     StoreTokenStore,
     TokenStore,
     TokenStoreSolver,
+    WebrootSolver,
+    make_wsgi_app,
 )
 from certman.errors import (
     AcmeError,
@@ -40,17 +46,23 @@ __all__ = [
     "CertificateVersion",
     "CertmanError",
     "ChallengeError",
+    "ChallengeMiddleware",
     "ChallengeTask",
     "ConfigError",
+    "DnsHookSolver",
     "FileStore",
+    "HTTP01Server",
     "InspectorError",
     "MemoryTokenStore",
     "RenewalError",
     "Solver",
+    "StandaloneSolver",
     "Store",
     "StoreError",
     "StoreTokenStore",
     "TokenStore",
     "TokenStoreSolver",
+    "WebrootSolver",
     "__version__",
+    "make_wsgi_app",
 ]

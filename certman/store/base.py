@@ -87,6 +87,8 @@ def ca_key(directory_url: str) -> str:
         raise StoreError(
             f"not a CA directory URL: {directory_url!r}", code="store-bad-name", url=directory_url
         ) from exc
+    if ":" in host:  # an IPv6 literal: keep it readable and a valid name
+        host = "ipv6-" + host.replace(":", "-")
     key = re.sub(r"[^a-z0-9._-]", "-", host)
     default_port = 443 if parts.scheme == "https" else 80
     if port is not None and port != default_port:

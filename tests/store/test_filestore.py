@@ -1,0 +1,549 @@
+"""FileStore: layout, modes, atomic live switch, crash recovery, symlinks, corruption, locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from certman.errors import StoreError
+from certman.store import (
+    AccountRecord,
+    CertificateFiles,
+    CertificateMeta,
+    FileStore,
+    Store,
+    account_id_for_url,
+    ca_key,
+    default_root,
+    validate_name,
+)
+
+DIRECTORY = "https://127.0.0.1:14000/dir"
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def files(n: int) -> CertificateFiles:
+    return CertificateFiles.from_parts(
+        f"CERT {n}\n".encode(), f"CHAIN {n}\n".encode(), f"KEY {n}\n".encode()
+    )
+
+
+def full_meta(name: str = "example.org") -> CertificateMeta:
+    return CertificateMeta(
+        name=name,
+        names=(name, f"*.{name}", "192.0.2.1"),
+        key_type="ec-p384",
+        profile="shortlived",
+        preferred_chain="ISRG Root X1",
+        directory_url=DIRECTORY,
+        account_id="1",
+        created_at=NOW,
+        updated_at=NOW + timedelta(days=1),
+        solver="webroot",
+        solver_options={"webroot": "/srv/www", "nested": [1, 2, {"a": None}]},
+        pre_hooks=("systemctl stop thing",),
+        deploy_hooks=("systemctl reload nginx", "touch /tmp/x"),
+        post_hooks=("systemctl start thing",),
+        ari_window_start=NOW + timedelta(days=60),
+        ari_window_end=NOW + timedelta(days=62),
+        ari_chosen_time=NOW + timedelta(days=61),
+        ari_retry_after=NOW + timedelta(hours=6),
+        ari_explanation_url="https://ca.example/why",
+        last_success_at=NOW,
+        last_error="boom",
+        last_error_code="acme-rate-limited",
+        last_error_at=NOW,
+        consecutive_failures=2,
+        next_retry_at=NOW + timedelta(hours=1),
+        not_after=NOW + timedelta(days=90),
+        serial="0abc",
+        extra={"k": "v"},
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "home")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+# -- root and names -----------------------------------------------------------
+
+
+def test_default_root_resolution(tmp_path: Path) -> None:
+    assert default_root({"CERTMAN_HOME": "/x/home", "STATE_DIRECTORY": "/s"}, 1000) == Path(
+        "/x/home"
+    )
+    assert default_root({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}, 0) == Path("/var/lib/a")
+    assert default_root({}, 0) == Path("/var/lib/certman")
+    assert default_root({"HOME": "/home/u"}, 1000) == Path("/home/u/.local/share/certman")
+    assert default_root({"HOME": "/home/u", "XDG_DATA_HOME": "/d"}, 1000) == Path("/d/certman")
+
+
+def test_root_created_0700(tmp_path: Path) -> None:
+    s = FileStore(tmp_path / "a" / "b")
+    assert s.root.is_dir()
+    assert mode(s.root) == 0o700
+    assert isinstance(s, Store)
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "..", ".", ".hidden", "a..b", "x" * 201, "a b"])
+def test_bad_names_refused(store: FileStore, bad: str) -> None:
+    with pytest.raises(StoreError) as err:
+        store.save_certificate(bad, files(1))
+    assert err.value.code == "store-bad-name"
+    with pytest.raises(StoreError):
+        validate_name(bad)
+
+
+def test_ca_key_and_account_id() -> None:
+    assert ca_key("https://acme-v02.api.letsencrypt.org/directory") == (
+        "acme-v02.api.letsencrypt.org"
+    )
+    assert ca_key("https://LOCALHOST:14000/dir") == "localhost_14000"
+    assert ca_key("https://[::1]:14000/dir") == "ipv6---1_14000"
+    assert account_id_for_url("https://ca.example/acme/acct/123456") == "123456"
+    odd = account_id_for_url("https://ca.example/acct/..")
+    assert len(odd) == 16 and odd.isalnum()
+
+
+# -- certificates -----------------------------------------------------------------
+
+
+def test_save_versions_and_live_symlink(store: FileStore) -> None:
+    v1 = store.save_certificate("example.org", files(1), full_meta())
+    assert v1.version == 1 and v1.files == files(1)
+    v2 = store.save_certificate("example.org", files(2))
+    assert v2.version == 2
+    live = store.load_live("example.org")
+    assert live.version == 2 and live.files.privkey_pem == b"KEY 2\n"
+    assert live.files.fullchain_pem == b"CERT 2\nCHAIN 2\n"
+    assert store.load_version("example.org", 1).files == files(1)
+    assert store.list_versions("example.org") == [1, 2]
+    assert store.list_certificates() == ["example.org"]
+
+    cdir = store.root / "certs" / "example.org"
+    assert os.readlink(cdir / "live") == "archive/2"
+    # The paths a web server is configured with resolve to the live version.
+    paths = store.live_paths("example.org")
+    assert paths["privkey"].read_bytes() == b"KEY 2\n"
+    assert paths["fullchain"] == cdir / "live" / "fullchain.pem"
+    assert store.certificate_location("example.org") == str(cdir / "live")
+
+
+def test_modes(store: FileStore) -> None:
+    store.save_certificate("example.org", files(1), full_meta())
+    store.save_account(AccountRecord("1", DIRECTORY, "https://x/acct/1"), b"ACCOUNT KEY")
+    store.put_token("tok", "tok.thumb")
+    with store.lock_certificate("example.org"):
+        pass
+    dirs = [store.root] + [p for p in store.root.rglob("*") if p.is_dir() and not p.is_symlink()]
+    assert len(dirs) > 8
+    assert {str(d): mode(d) for d in dirs if mode(d) != 0o700} == {}
+    archive = store.root / "certs/example.org/archive/1"
+    assert mode(archive / "privkey.pem") == 0o600
+    assert mode(archive / "cert.pem") == 0o644
+    account = store.root / "accounts" / "127.0.0.1_14000" / "1"
+    assert mode(account / "key.pem") == 0o600
+    assert mode(account / "account.json") == 0o600
+    assert mode(store.root / "certs/example.org/meta.json") == 0o600
+
+
+def test_missing_things(store: FileStore) -> None:
+    for call in (
+        lambda: store.load_live("nope"),
+        lambda: store.load_version("nope", 1),
+        lambda: store.load_meta("nope"),
+        lambda: store.load_account(DIRECTORY, "1"),
+        lambda: store.load_account_key(DIRECTORY, "1"),
+    ):
+        with pytest.raises(StoreError) as err:
+            call()
+        assert err.value.code == "store-not-found"
+    assert store.find_meta("nope") is None
+    assert store.list_versions("nope") == []
+    assert store.list_certificates() == []
+    assert store.list_accounts() == []
+    assert store.find_account(DIRECTORY) is None
+    store.delete_certificate("nope")
+
+
+def test_delete_certificate(store: FileStore) -> None:
+    store.save_certificate("a.example", files(1), full_meta("a.example"))
+    store.save_certificate("b.example", files(1))
+    store.delete_certificate("a.example")
+    assert store.list_certificates() == ["b.example"]
+    assert not (store.root / "certs" / "a.example").exists()
+    assert [p.name for p in (store.root / "certs").iterdir()] == ["b.example"]
+
+
+def test_concurrent_readers_see_whole_versions(store: FileStore) -> None:
+    store.save_certificate("example.org", files(0))
+    stop = threading.Event()
+    seen: set[int] = set()
+    bad: list[object] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            v = store.load_live("example.org")
+            if v.files != files(int(v.files.cert_pem.split()[1])):
+                bad.append(v)
+            seen.add(v.version)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(1, 30):
+            store.save_certificate("example.org", files(n))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert bad == []
+    assert store.load_live("example.org").version == 30
+
+
+# -- crash safety -------------------------------------------------------------------
+
+
+def test_crash_before_live_switch_keeps_old_version(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save_certificate("example.org", files(1))
+
+    def crash(self: FileStore, name: str, version: int) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(FileStore, "_switch_live", crash)
+    with pytest.raises(RuntimeError):
+        store.save_certificate("example.org", files(2))
+    monkeypatch.undo()
+
+    live = store.load_live("example.org")
+    assert live.version == 1 and live.files == files(1)
+    assert store.list_versions("example.org") == [1, 2]  # written, never live
+    v = store.save_certificate("example.org", files(3))
+    assert v.version == 3
+    assert store.load_live("example.org").files == files(3)
+
+
+def test_process_killed_mid_save_then_recovered(store: FileStore) -> None:
+    store.save_certificate("example.org", files(1), full_meta())
+    # A real process dies (os._exit, no cleanup) after writing part of a version.
+    script = textwrap.dedent(
+        f"""
+        import os
+        from certman.store import FileStore, CertificateFiles
+        from certman.store import files as files_mod
+
+        real_write = FileStore._write
+        count = 0
+        def dying_write(self, dfd, name, data, mode, parts=()):
+            global count
+            count += 1
+            if count == 3:  # cert.pem and chain.pem written, then the power goes
+                os._exit(9)
+            real_write(self, dfd, name, data, mode, parts)
+        FileStore._write = dying_write
+        s = FileStore({str(store.root)!r})
+        s.save_certificate("example.org", CertificateFiles.from_parts(b"C2", b"H2", b"K2"))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, check=False)
+    assert proc.returncode == 9
+    archive = store.root / "certs/example.org/archive"
+    debris = [p.name for p in archive.iterdir() if p.name.startswith(".tmp-")]
+    assert debris  # the half-written version is there, unnamed
+    assert store.load_live("example.org").files == files(1)
+    assert store.list_versions("example.org") == [1]
+    assert store.load_meta("example.org") == full_meta()
+
+    # A stray incomplete numbered directory (made by hand, say) is skipped too.
+    (archive / "7").mkdir()
+    (archive / "7" / "cert.pem").write_bytes(b"partial")
+    assert store.list_versions("example.org") == [1]
+
+    v = store.save_certificate("example.org", files(2))
+    assert v.version == 8
+    assert store.load_live("example.org").files == files(2)
+    assert not [p for p in archive.iterdir() if p.name.startswith(".tmp-")]
+
+
+# -- symlinks planted in the store ------------------------------------------------
+
+
+def test_planted_symlink_directories_are_refused(store: FileStore, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (store.root / "certs").mkdir()
+    (store.root / "certs" / "example.org").symlink_to(elsewhere)
+    with pytest.raises(StoreError) as err:
+        store.save_certificate("example.org", files(1))
+    assert err.value.code == "store-unsafe-path"
+    assert "example.org" in str(err.value)
+    assert list(elsewhere.iterdir()) == []
+
+    (store.root / "certs" / "b.example").mkdir()
+    (store.root / "certs" / "b.example" / "archive").symlink_to(elsewhere)
+    with pytest.raises(StoreError) as err:
+        store.save_certificate("b.example", files(1))
+    assert err.value.code == "store-unsafe-path"
+
+    (store.root / "tokens").symlink_to(elsewhere)
+    with pytest.raises(StoreError) as err:
+        store.put_token("abc", "abc.x")
+    assert err.value.code == "store-unsafe-path"
+
+    shutil.rmtree(store.root / "locks")
+    (store.root / "locks").symlink_to(elsewhere)
+    with pytest.raises(StoreError) as err, store.lock_certificate("c.example"):
+        pass
+    assert err.value.code == "store-unsafe-path"
+
+    (store.root / "accounts").mkdir()
+    (store.root / "accounts" / "127.0.0.1_14000").symlink_to(elsewhere)
+    with pytest.raises(StoreError) as err:
+        store.save_account(AccountRecord("1", DIRECTORY, "https://x/acct/1"), b"K")
+    assert err.value.code == "store-unsafe-path"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_planted_symlink_file_is_replaced_not_followed(store: FileStore, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    store.save_certificate("example.org", files(1), full_meta())
+    meta_path = store.root / "certs/example.org/meta.json"
+    meta_path.unlink()
+    meta_path.symlink_to(victim)
+    # Reading through a planted symlink is refused as well.
+    with pytest.raises(StoreError) as err:
+        store.load_meta("example.org")
+    assert err.value.code == "store-unsafe-path"
+    store.save_meta(full_meta())
+    assert victim.read_text() == "precious"
+    assert not meta_path.is_symlink()
+    assert store.load_meta("example.org") == full_meta()
+
+
+# -- corruption ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"name": "example.org"}',
+        b'{"name": "example.org", "names": ["a"], "created_at": "2026-01-01T00:00:00"}',
+        b'{"name": "example.org", "names": "a"}',
+        b'{"name": "other.org", "names": ["a"]}',
+        b'{"name": "example.org", "names": ["a"], "consecutive_failures": -1}',
+    ],
+)
+def test_corrupt_meta_is_a_store_error(store: FileStore, content: bytes) -> None:
+    store.save_certificate("example.org", files(1), full_meta())
+    meta_path = store.root / "certs/example.org/meta.json"
+    meta_path.write_bytes(content)
+    with pytest.raises(StoreError) as err:
+        store.load_meta("example.org")
+    assert err.value.code == "store-corrupt"
+    assert str(meta_path) in str(err.value)
+    assert err.value.details["path"] == str(meta_path)
+    # The certificate itself is still readable, and meta can be rewritten.
+    assert store.load_live("example.org").files == files(1)
+    store.save_meta(full_meta())
+    assert store.load_meta("example.org") == full_meta()
+
+
+def test_corrupt_account_and_live_link(store: FileStore) -> None:
+    store.save_account(AccountRecord("1", DIRECTORY, "https://x/acct/1"), b"K")
+    path = store.root / "accounts/127.0.0.1_14000/1/account.json"
+    path.write_text('{"account_id": 1}')
+    for call in (lambda: store.load_account(DIRECTORY, "1"), lambda: store.list_accounts()):
+        with pytest.raises(StoreError) as err:
+            call()
+        assert err.value.code == "store-corrupt"
+        assert str(path) in str(err.value)
+
+    store.save_certificate("example.org", files(1))
+    live = store.root / "certs/example.org/live"
+    live.unlink()
+    live.symlink_to("/etc")
+    with pytest.raises(StoreError) as err:
+        store.load_live("example.org")
+    assert err.value.code == "store-corrupt"
+
+
+def test_naive_datetime_refused_on_save(store: FileStore) -> None:
+    with pytest.raises(StoreError) as err:
+        store.save_meta(CertificateMeta(name="a.example", names=("a",), created_at=datetime.now()))
+    assert err.value.code == "store-bad-value"
+
+
+# -- meta and accounts round trips ---------------------------------------------------
+
+
+def test_meta_round_trip_and_forward_compatible(store: FileStore) -> None:
+    meta = full_meta()
+    store.save_meta(meta)
+    assert store.load_meta("example.org") == meta
+    path = store.root / "certs/example.org/meta.json"
+    doc = json.loads(path.read_text())
+    assert doc["format"] == 1
+    doc["written_by_a_newer_certman"] = {"x": 1}
+    path.write_text(json.dumps(doc))
+    assert store.load_meta("example.org") == meta
+    # A meta-only lineage (first issuance failed) is not listed as a certificate.
+    assert store.list_certificates() == []
+
+
+def test_accounts(store: FileStore) -> None:
+    other = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    a1 = AccountRecord(
+        "1", DIRECTORY, "https://x/acct/1", contact=("mailto:a@example.org",), created_at=NOW
+    )
+    a2 = AccountRecord(
+        "2", DIRECTORY, "https://x/acct/2", created_at=NOW + timedelta(1), extra={"kid": "k"}
+    )
+    a3 = AccountRecord("9", other, "https://y/acct/9", created_at=NOW)
+    for a, key in ((a1, b"K1"), (a2, b"K2"), (a3, b"K3")):
+        store.save_account(a, key)
+    assert store.list_accounts(DIRECTORY) == [a1, a2]
+    assert len(store.list_accounts()) == 3
+    assert store.find_account(DIRECTORY) == a2
+    deactivated = AccountRecord(**{**a2.__dict__, "status": "deactivated"})
+    store.update_account(deactivated)
+    assert store.find_account(DIRECTORY) == a1
+    assert store.load_account_key(DIRECTORY, "2") == b"K2"
+
+    store.save_account_key(DIRECTORY, "1", b"NEW KEY")
+    assert store.load_account_key(DIRECTORY, "1") == b"NEW KEY"
+    prev = store.root / "accounts/127.0.0.1_14000/1/key.prev.pem"
+    assert prev.read_bytes() == b"K1" and mode(prev) == 0o600
+
+    with pytest.raises(StoreError) as err:
+        store.update_account(AccountRecord("5", DIRECTORY, "https://x/acct/5"))
+    assert err.value.code == "store-not-found"
+    with pytest.raises(StoreError) as err:
+        store.save_account_key(DIRECTORY, "5", b"K")
+    assert err.value.code == "store-not-found"
+
+
+def test_tokens_shared_between_store_instances(tmp_path: Path) -> None:
+    writer = FileStore(tmp_path / "s")
+    reader = FileStore(tmp_path / "s")
+    writer.put_token("tok_en-1", "tok_en-1.thumb")
+    assert reader.get_token("tok_en-1") == "tok_en-1.thumb"
+    assert reader.get_token("../etc/passwd") is None
+    with pytest.raises(StoreError):
+        writer.put_token("../x", "v")
+    writer.delete_token("tok_en-1")
+    writer.delete_token("tok_en-1")
+    assert reader.get_token("tok_en-1") is None
+
+
+# -- locks ----------------------------------------------------------------------------
+
+HOLDER = """
+import sys
+from certman.store import FileStore
+s = FileStore(sys.argv[1])
+with s.lock_certificate("example.org"), s.lock_account(sys.argv[2], "1"):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_locks_exclusive_across_processes(store: FileStore) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store.root), DIRECTORY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "locked"
+        with store.try_lock_certificate("example.org") as got:
+            assert got is False
+        with store.try_lock_account(DIRECTORY, "1") as got:
+            assert got is False
+        with pytest.raises(StoreError) as err, store.lock_certificate("example.org", timeout=0):
+            pass
+        assert err.value.code == "store-locked"
+        with pytest.raises(StoreError), store.lock_certificate("example.org", timeout=0.05):
+            pass
+        # Other names are independent.
+        with store.try_lock_certificate("other.org") as got:
+            assert got is True
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        # Blocks until the holder exits, then succeeds.
+        with (
+            store.lock_certificate("example.org", timeout=30),
+            store.lock_account(DIRECTORY, "1", timeout=30),
+        ):
+            pass
+        proc.wait()
+
+
+def test_lock_released_when_holder_is_killed(store: FileStore) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store.root), DIRECTORY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        with store.try_lock_certificate("example.org") as got:
+            assert got is False
+        proc.kill()
+        proc.wait()
+    with store.lock_certificate("example.org", timeout=30):
+        pass
+
+
+def test_locks_between_threads_and_reentrancy(store: FileStore) -> None:
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with store.lock_certificate("example.org"):
+            held.set()
+            release.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        held.wait()
+        with store.try_lock_certificate("example.org") as got:
+            assert got is False
+        # A second FileStore object on the same root shares the same lock.
+        with FileStore(store.root).try_lock_certificate("example.org") as got:
+            assert got is False
+    finally:
+        release.set()
+        t.join()
+    # Re-entrant in one thread: save_certificate takes the lock it already holds.
+    with store.lock_certificate("example.org"), store.lock_certificate("example.org"):
+        store.save_certificate("example.org", files(1))
+    with store.try_lock_certificate("example.org") as got:
+        assert got is True
