@@ -252,24 +252,52 @@ class HTTP01Server:
 
     def _serve(self) -> None:
         assert self._sock is not None and self._wake_r is not None
+        # Refused connections (over the cap) are drained here, in the accept
+        # loop, for a moment after the 503: closing a socket with unread
+        # request bytes sends a RST that can destroy the 503 on the client.
+        draining: dict[socket.socket, float] = {}
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for key, _ in sel.select():
-                    if key.fileobj is self._wake_r:
-                        return
-                    try:
-                        conn, peer = self._sock.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:  # e.g. EMFILE: keep serving the others
-                        log.warning("HTTP-01 responder: accept failed: %s", exc)
-                        time.sleep(0.05)
-                        continue
-                    self._dispatch(conn, peer)
+            try:
+                while not self._stopping.is_set():
+                    events = sel.select(timeout=0.25 if draining else None)
+                    for key, _ in events:
+                        if key.fileobj is self._wake_r:
+                            return
+                        if key.fileobj is self._sock:
+                            self._accept(sel, draining)
+                            continue
+                        conn = key.fileobj
+                        assert isinstance(conn, socket.socket)
+                        try:
+                            done = not conn.recv(4096)
+                        except OSError:
+                            done = True
+                        if done:
+                            sel.unregister(conn)
+                            conn.close()
+                            draining.pop(conn, None)
+                    now = time.monotonic()
+                    for conn, until in list(draining.items()):
+                        if until <= now:
+                            sel.unregister(conn)
+                            conn.close()
+                            del draining[conn]
+            finally:
+                for conn in draining:
+                    conn.close()
 
-    def _dispatch(self, conn: socket.socket, peer: object) -> None:
+    def _accept(self, sel: selectors.BaseSelector, draining: dict[socket.socket, float]) -> None:
+        assert self._sock is not None
+        try:
+            conn, peer = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. EMFILE: keep serving the others
+            log.warning("HTTP-01 responder: accept failed: %s", exc)
+            time.sleep(0.05)
+            return
         with self._conns_lock:
             busy = len(self._conns) >= self.max_connections
             if not busy:
@@ -277,14 +305,22 @@ class HTTP01Server:
                     target=self._handle, args=(conn, peer), name="certman-http01-conn", daemon=True
                 )
                 self._conns[conn] = thread
-        if busy:
-            log.warning("HTTP-01 responder: too many connections, refusing %s", peer)
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
-                conn.send(self._response(503, b"busy\n", head=False))
+        if not busy:
+            thread.start()
+            return
+        log.warning("HTTP-01 responder: too many connections, refusing %s", peer)
+        try:
+            conn.setblocking(False)
+            conn.send(self._response(503, b"busy\n", head=False))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
             conn.close()
             return
-        thread.start()
+        if len(draining) >= 256:
+            conn.close()
+            return
+        draining[conn] = time.monotonic() + 1.0
+        sel.register(conn, selectors.EVENT_READ)
 
     def _handle(self, conn: socket.socket, peer: object) -> None:
         deadline = time.monotonic() + self.connection_timeout
