@@ -29,6 +29,9 @@ from certman.errors import (
     RenewalError,
     StoreError,
 )
+from certman.hooks import HookResult, HookSession
+from certman.metrics import CertificateMetrics
+from certman.renewal import RenewalDecision, RenewalInfo, RenewalState
 from certman.store import (
     AccountRecord,
     CertificateFiles,
@@ -43,6 +46,7 @@ __all__ = [
     "AcmeError",
     "CertificateFiles",
     "CertificateMeta",
+    "CertificateMetrics",
     "CertificateVersion",
     "CertmanError",
     "ChallengeError",
@@ -52,9 +56,14 @@ __all__ = [
     "DnsHookSolver",
     "FileStore",
     "HTTP01Server",
+    "HookResult",
+    "HookSession",
     "InspectorError",
     "MemoryTokenStore",
+    "RenewalDecision",
     "RenewalError",
+    "RenewalInfo",
+    "RenewalState",
     "Solver",
     "StandaloneSolver",
     "Store",

@@ -263,6 +263,90 @@ class RenewalState:
         )
 
 
+class RenewalMeta(Protocol):
+    """The renewal fields of a stored certificate meta (``certman.store.CertificateMeta``)."""
+
+    @property
+    def ari_window_start(self) -> datetime | None: ...
+    @property
+    def ari_window_end(self) -> datetime | None: ...
+    @property
+    def ari_chosen_time(self) -> datetime | None: ...
+    @property
+    def ari_retry_after(self) -> datetime | None: ...
+    @property
+    def ari_explanation_url(self) -> str | None: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def last_error_at(self) -> datetime | None: ...
+    @property
+    def next_retry_at(self) -> datetime | None: ...
+    @property
+    def last_success_at(self) -> datetime | None: ...
+    @property
+    def extra(self) -> Mapping[str, Any]: ...
+
+
+_RETRY_SOURCE_KEY = "renewal_retry_source"
+
+
+def state_from_meta(meta: RenewalMeta) -> RenewalState:
+    """The :class:`RenewalState` kept in a certificate's meta.
+
+    A stored window that is not a valid window (end not after start) is
+    dropped, as RFC 9773 says to treat such a window as no answer.
+    """
+    window = None
+    if meta.ari_window_start is not None and meta.ari_window_end is not None:
+        try:
+            window = SuggestedWindow(meta.ari_window_start, meta.ari_window_end)
+        except ValueError:
+            logger.warning("ignoring an invalid stored ARI window")
+    retry_source: Literal["backoff", "retry-after"] | None = None
+    if meta.next_retry_at is not None:
+        stored = meta.extra.get(_RETRY_SOURCE_KEY)
+        retry_source = "retry-after" if stored == "retry-after" else "backoff"
+    return RenewalState(
+        ari_window=window,
+        ari_chosen_at=meta.ari_chosen_time if window is not None else None,
+        ari_explanation_url=meta.ari_explanation_url,
+        ari_next_check=meta.ari_retry_after,
+        consecutive_failures=meta.consecutive_failures,
+        last_failure_at=meta.last_error_at,
+        next_retry_at=meta.next_retry_at,
+        retry_source=retry_source,
+        last_success_at=meta.last_success_at,
+    )
+
+
+def meta_updates(state: RenewalState, meta: RenewalMeta) -> dict[str, Any]:
+    """The meta fields that store ``state``: ``dataclasses.replace(meta, **meta_updates(...))``.
+
+    ``last_error_at`` is the last failure's time; ``last_error`` and
+    ``last_error_code`` (the message and code) are left to the caller. The
+    retry source rides in ``extra``.
+    """
+    window = state.ari_window
+    extra = dict(meta.extra)
+    if state.retry_source is None:
+        extra.pop(_RETRY_SOURCE_KEY, None)
+    else:
+        extra[_RETRY_SOURCE_KEY] = state.retry_source
+    return {
+        "ari_window_start": window.start if window else None,
+        "ari_window_end": window.end if window else None,
+        "ari_chosen_time": state.ari_chosen_at,
+        "ari_retry_after": state.ari_next_check,
+        "ari_explanation_url": state.ari_explanation_url,
+        "consecutive_failures": state.consecutive_failures,
+        "last_error_at": state.last_failure_at,
+        "next_retry_at": state.next_retry_at,
+        "last_success_at": state.last_success_at,
+        "extra": extra,
+    }
+
+
 @dataclass(frozen=True)
 class RenewalDecision:
     """Whether to renew now, and when the renewal is (or was) due.
@@ -540,6 +624,7 @@ __all__ = [
     "RandomSource",
     "RenewalDecision",
     "RenewalInfo",
+    "RenewalMeta",
     "RenewalState",
     "Source",
     "SuggestedWindow",
@@ -547,7 +632,9 @@ __all__ = [
     "ari_check_due",
     "decide",
     "lifetime_renewal_time",
+    "meta_updates",
     "record_ari_error",
     "record_failure",
     "record_success",
+    "state_from_meta",
 ]

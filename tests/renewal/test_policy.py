@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from renewal_certs import make_ca, make_leaf
 
+from certman import CertificateMeta, FileStore
 from certman.renewal import (
     BackoffPolicy,
     RenewalInfo,
@@ -21,9 +23,11 @@ from certman.renewal import (
     ari_check_due,
     decide,
     lifetime_renewal_time,
+    meta_updates,
     record_ari_error,
     record_failure,
     record_success,
+    state_from_meta,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -366,3 +370,46 @@ def test_validity_of_certificate_and_meta_agree() -> None:
     assert (
         Validity.of(leaf.cert) == Validity.of(cert_of(45)) == Validity(T0, T0 + timedelta(days=45))
     )
+
+
+# -- the store's meta ------------------------------------------------------------------
+
+
+def test_state_survives_the_file_store_meta(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "home")
+    cert = cert_of(45)
+    meta = CertificateMeta(name="shop", names=("shop.example",), extra={"mine": 1})
+    info = ari(T0 + timedelta(days=29), T0 + timedelta(days=31), url="https://ca.example/why")
+    decision = decide(cert, info, now=T0, rng=FixedRandom(0.5), state=state_from_meta(meta))
+    failed = record_failure(
+        decision.state, now=T0, retry_after=T0 + timedelta(hours=2), rng=FixedRandom(0.0)
+    )
+    store.save_meta(replace(meta, **meta_updates(failed, meta)))
+
+    loaded = store.load_meta("shop")
+    assert loaded.ari_chosen_time == T0 + timedelta(days=30)
+    assert loaded.extra["mine"] == 1
+    assert state_from_meta(loaded) == failed
+    # Next run: the chosen moment and the CA's Retry-After are remembered.
+    again = decide(cert, None, now=T0 + timedelta(hours=1), state=state_from_meta(loaded))
+    assert again.at == T0 + timedelta(days=30) and again.source == "ari"
+
+    # Success clears the failure bookkeeping, including the retry source in extra.
+    done = record_success(failed, now=T0 + timedelta(days=30))
+    store.save_meta(replace(loaded, **meta_updates(done, loaded)))
+    final = store.load_meta("shop")
+    assert state_from_meta(final) == done
+    assert final.extra == {"mine": 1}
+
+
+def test_invalid_stored_window_is_ignored() -> None:
+    meta = CertificateMeta(
+        name="x",
+        names=("x.example",),
+        ari_window_start=T0 + timedelta(days=2),
+        ari_window_end=T0 + timedelta(days=1),
+        ari_chosen_time=T0,
+    )
+    state = state_from_meta(meta)
+    assert state.ari_window is None and state.ari_chosen_at is None
+    assert decide(cert_of(90), now=T0, state=state).source == "lifetime"
