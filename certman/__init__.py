@@ -30,6 +30,18 @@ from certman.errors import (
     StoreError,
 )
 from certman.hooks import HookResult, HookSession
+from certman.inspector import (
+    Bundle,
+    CertificateInfo,
+    Finding,
+    InspectOptions,
+    Report,
+    ScanResult,
+    Severity,
+    inspect,
+    load_bundle,
+    scan,
+)
 from certman.metrics import CertificateMetrics
 from certman.renewal import RenewalDecision, RenewalInfo, RenewalState
 from certman.store import (
@@ -44,7 +56,9 @@ from certman.store import (
 __all__ = [
     "AccountRecord",
     "AcmeError",
+    "Bundle",
     "CertificateFiles",
+    "CertificateInfo",
     "CertificateMeta",
     "CertificateMetrics",
     "CertificateVersion",
@@ -55,15 +69,20 @@ __all__ = [
     "ConfigError",
     "DnsHookSolver",
     "FileStore",
+    "Finding",
     "HTTP01Server",
     "HookResult",
     "HookSession",
+    "InspectOptions",
     "InspectorError",
     "MemoryTokenStore",
     "RenewalDecision",
     "RenewalError",
     "RenewalInfo",
     "RenewalState",
+    "Report",
+    "ScanResult",
+    "Severity",
     "Solver",
     "StandaloneSolver",
     "Store",
@@ -72,6 +91,9 @@ __all__ = [
     "TokenStore",
     "TokenStoreSolver",
     "WebrootSolver",
-    "__version__",
+    "inspect",
+    "load_bundle",
     "make_wsgi_app",
+    "scan",
+    "__version__",
 ]

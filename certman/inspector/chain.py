@@ -1,0 +1,425 @@
+"""Chain analysis: order, links, signatures and the path to a trust store.
+
+Input is a list of :class:`x509.Certificate` in the order they were received
+(a file's order, a TLS handshake's order). Output is a
+:class:`ChainAnalysis`: the status of each certificate's link to its issuer,
+the path built from the end entity upwards, and where it is anchored.
+
+Why not just ``cryptography.x509.verification``: its verifier answers one
+question (does a path to the store exist for this name, now?) and stops at
+the first problem. An auditor needs every problem at once, and *which*
+certificate has it: a link whose signature does not verify, an intermediate
+sent in the wrong place, a missing one, an extra one, a root that was sent
+along. It also refuses expired, SHA-1 and other certificates that we must
+still walk through to report on. So the path is built here, link by link,
+with cryptography's own primitive for each link
+(:meth:`x509.Certificate.verify_directly_issued_by`), and
+:func:`strict_verify` offers the library verifier's verdict on top.
+
+Memoisation: intermediates and roots recur across a fleet, so signature
+results for (child, issuer) pairs where the child is an intermediate, and the
+trust-store anchoring of a path's top certificate, are cached per process.
+Leaf signatures are unique and always checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import certifi
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import verification
+
+from certman.errors import InspectorError
+
+logger = logging.getLogger(__name__)
+
+
+class LinkStatus(enum.StrEnum):
+    """How one certificate relates to its issuer."""
+
+    OK = "ok"
+    """The next certificate as received issued it (signature verified)."""
+    OUT_OF_ORDER = "out-of-order"
+    """Its issuer is in the bundle, but not right after it."""
+    BAD_SIGNATURE = "bad-signature"
+    """A certificate with its issuer's name is there, but did not sign it."""
+    TRUSTED = "trusted"
+    """It is in the trust store, or a trust-store root signed it."""
+    SELF_SIGNED = "self-signed"
+    """A self-signed root that is not in the trust store."""
+    ISSUER_MISSING = "issuer-missing"
+    """Its issuer is neither in the bundle nor in the trust store."""
+    UNCHECKED = "unchecked"
+    """Names match but the signature algorithm could not be checked (e.g. MD2)."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """The status of certificate ``index`` (as received) towards its issuer.
+
+    ``issuer`` is the bundle index of the certificate that issued it, when
+    it is in the bundle; ``detail`` says more in words.
+    """
+
+    index: int
+    status: LinkStatus
+    issuer: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ChainAnalysis:
+    """The chain as received, and the path built from it.
+
+    ``path`` lists bundle indices from the end entity up to the top
+    certificate that was sent. ``anchor`` is the subject of the trust-store
+    certificate the path reaches (None when it does not). ``complete`` is
+    true when the path ends at a self-signed certificate or at the store.
+    """
+
+    links: tuple[Link, ...]
+    leaf: int
+    path: tuple[int, ...]
+    trusted: bool
+    complete: bool
+    anchor: str | None = None
+    anchor_sha256: str | None = None
+    out_of_order: bool = False
+    extra: tuple[int, ...] = ()
+    bad_signatures: tuple[int, ...] = ()
+    root_included: int | None = None
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    status: LinkStatus
+    root: x509.Certificate | None = None
+    detail: str = ""
+
+
+class TrustStore:
+    """A set of trusted certificates, indexed by subject and fingerprint.
+
+    Thread safety: lookups only read the index; the per-top-certificate
+    cache is a plain dict, safe under the GIL. A certificate that is not
+    found is simply not trusted (no exception).
+    """
+
+    def __init__(self, certificates: Iterable[x509.Certificate], *, name: str = "custom") -> None:
+        self.name = name
+        self._by_subject: dict[bytes, list[x509.Certificate]] = {}
+        self._members: set[x509.Certificate] = set()
+        for cert in certificates:
+            self._members.add(cert)
+            self._by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+        self._anchors: dict[x509.Certificate, _Anchor] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @classmethod
+    def from_pem_file(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Every certificate of a PEM file (raises InspectorError if there is none)."""
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InspectorError(
+                f"trust store {path}: {exc.strerror or exc}", code="trust-store-unreadable"
+            ) from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            try:
+                certs = x509.load_pem_x509_certificates(data)
+            except ValueError as exc:
+                raise InspectorError(
+                    f"trust store {path}: no PEM certificates ({exc})", code="trust-store-invalid"
+                ) from exc
+        return cls(certs, name=str(path))
+
+    def contains(self, cert: x509.Certificate) -> bool:
+        """Whether this exact certificate is in the store."""
+        return cert in self._members
+
+    def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """Store certificates whose subject is ``cert``'s issuer (maybe several keys)."""
+        return self._by_subject.get(cert.issuer.public_bytes(), [])
+
+    def certificates(self) -> list[x509.Certificate]:
+        """All certificates in the store."""
+        return list(self._members)
+
+    def anchor(self, top: x509.Certificate) -> _Anchor:
+        """How the top certificate of a path reaches this store (cached per certificate)."""
+        hit = self._anchors.get(top)
+        if hit is not None:
+            return hit
+        result = self._compute_anchor(top)
+        if len(self._anchors) > 10_000:
+            self._anchors.clear()
+        self._anchors[top] = result
+        return result
+
+    def _compute_anchor(self, top: x509.Certificate) -> _Anchor:
+        if top in self._members:
+            return _Anchor(LinkStatus.TRUSTED, top, "in the trust store")
+        candidates = self.issuers_of(top)
+        for root in candidates:
+            if _signed_by(top, root) is not False:
+                return _Anchor(LinkStatus.TRUSTED, root, f"issued by trusted {_cn(root)}")
+        if candidates:
+            return _Anchor(
+                LinkStatus.BAD_SIGNATURE,
+                None,
+                f"no trust-store certificate named {_cn(candidates[0])} signed it",
+            )
+        if _self_issued(top):
+            # A re-encoded copy of a trusted root (same name and key) is trusted.
+            same = [c for c in self._by_subject.get(top.subject.public_bytes(), [])]
+            for root in same:
+                if root.public_key() == top.public_key():
+                    return _Anchor(LinkStatus.TRUSTED, root, "same name and key as a trusted root")
+            return _Anchor(LinkStatus.SELF_SIGNED, None, "self-signed, not in the trust store")
+        return _Anchor(
+            LinkStatus.ISSUER_MISSING,
+            None,
+            f"issuer {top.issuer.rfc4514_string()} is neither in the bundle nor trusted",
+        )
+
+
+@functools.cache
+def default_trust_store() -> TrustStore:
+    """certifi's CA bundle (Mozilla's roots), loaded once per process."""
+    return TrustStore.from_pem_file(certifi.where())
+
+
+# (child, issuer) -> signature verified? Only intermediates' links are cached.
+_SIG_CACHE: dict[tuple[x509.Certificate, x509.Certificate], bool | None] = {}
+
+
+def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+    """True/False when ``issuer``'s key did/did not sign ``child``; None if uncheckable."""
+    try:
+        child.verify_directly_issued_by(issuer)
+        return True
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        pass
+    # cryptography refuses legacy hashes (MD5, SHA-1 under some builds) for
+    # certificate signatures; the primitive still verifies RSA PKCS#1 v1.5.
+    key = issuer.public_key()
+    try:
+        algorithm = child.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+        try:
+            key.verify(child.signature, child.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
+            return True
+        except InvalidSignature:
+            return False
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            return None
+    return None
+
+
+def signed_by(
+    child: x509.Certificate, issuer: x509.Certificate, *, cache: bool = False
+) -> bool | None:
+    """Whether ``issuer`` signed ``child`` (None: algorithm not checkable).
+
+    With ``cache`` the answer is memoised per process (use it for
+    intermediates, which recur; leaves do not).
+    """
+    if not cache:
+        return _signed_by(child, issuer)
+    key = (child, issuer)
+    if key in _SIG_CACHE:
+        return _SIG_CACHE[key]
+    result = _signed_by(child, issuer)
+    if len(_SIG_CACHE) > 20_000:
+        _SIG_CACHE.clear()
+    _SIG_CACHE[key] = result
+    return result
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return bc.ca
+
+
+def _cn(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if attrs:
+        return str(attrs[0].value)
+    return cert.subject.rfc4514_string()
+
+
+def analyze_chain(
+    certs: Sequence[x509.Certificate], *, store: TrustStore | None = None
+) -> ChainAnalysis:
+    """Judge a chain given in the order it was received.
+
+    ``store`` defaults to :func:`default_trust_store`. Pure apart from the
+    per-process caches; never raises for a bad chain (problems are in the
+    result).
+    """
+    if not certs:
+        raise InspectorError("no certificates to analyse", code="no-certificate")
+    store = store if store is not None else default_trust_store()
+    n = len(certs)
+    subjects = [c.subject.public_bytes() for c in certs]
+    issuers = [c.issuer.public_bytes() for c in certs]
+    self_issued = [subjects[i] == issuers[i] for i in range(n)]
+
+    # For each certificate, its issuer in the bundle: prefer one whose
+    # signature verifies, then the next one as received.
+    issuer_of: list[int | None] = [None] * n
+    verdict: list[bool | None] = [None] * n
+    for i in range(n):
+        if self_issued[i]:
+            continue
+        candidates = [k for k in range(n) if k != i and subjects[k] == issuers[i]]
+        if not candidates:
+            continue
+        candidates.sort(key=lambda k: (k != i + 1, k))
+        chosen = candidates[0]
+        chosen_ok: bool | None = None
+        for k in candidates:
+            ok = signed_by(certs[i], certs[k], cache=i > 0)
+            if ok is not False:
+                chosen, chosen_ok = k, ok
+                break
+            chosen_ok = False
+        issuer_of[i], verdict[i] = chosen, chosen_ok
+
+    # The end entity: a certificate that issued nothing here; prefer the
+    # first as received, then a non-CA one.
+    issued_something = {j for j in issuer_of if j is not None}
+    unissuing = [i for i in range(n) if i not in issued_something]
+    if 0 in unissuing or not unissuing:
+        leaf = 0
+    else:
+        non_ca = [i for i in unissuing if not _is_ca(certs[i])]
+        leaf = (non_ca or unissuing)[0]
+
+    path = [leaf]
+    seen = {leaf}
+    while True:
+        up = issuer_of[path[-1]]
+        if up is None or up in seen:
+            break
+        path.append(up)
+        seen.add(up)
+    top = path[-1]
+    anchor = store.anchor(certs[top])
+    trusted = anchor.status is LinkStatus.TRUSTED
+    complete = trusted or self_issued[top]
+
+    links: list[Link] = []
+    bad: list[int] = []
+    for i in range(n):
+        j = issuer_of[i]
+        if j is not None:
+            if verdict[i] is False:
+                status = LinkStatus.BAD_SIGNATURE
+                detail = f"#{j} ({_cn(certs[j])}) has the issuer's name but did not sign it"
+                bad.append(i)
+            elif verdict[i] is None:
+                status, detail = LinkStatus.UNCHECKED, "signature algorithm not checkable"
+            elif j == i + 1:
+                status, detail = LinkStatus.OK, f"issued by #{j}"
+            else:
+                status, detail = LinkStatus.OUT_OF_ORDER, f"issued by #{j}, not by the next one"
+            links.append(Link(i, status, j, detail))
+            continue
+        a = anchor if i == top else store.anchor(certs[i])
+        if a.status is LinkStatus.BAD_SIGNATURE:
+            bad.append(i)
+        if a.status is LinkStatus.ISSUER_MISSING and self_issued[i]:
+            links.append(Link(i, LinkStatus.SELF_SIGNED, None, "self-signed"))
+        else:
+            links.append(Link(i, a.status, None, a.detail))
+
+    on_path = set(path)
+    extra = tuple(i for i in range(n) if i not in on_path and (complete or not _is_ca(certs[i])))
+    expected = list(range(len(path)))
+    out_of_order = len(path) > 1 and path != expected
+    root_included = top if len(path) > 1 and self_issued[top] else None
+    return ChainAnalysis(
+        links=tuple(links),
+        leaf=leaf,
+        path=tuple(path),
+        trusted=trusted,
+        complete=complete,
+        anchor=anchor.root.subject.rfc4514_string() if anchor.root is not None else None,
+        anchor_sha256=fingerprint(anchor.root) if anchor.root is not None else None,
+        out_of_order=out_of_order or leaf != 0,
+        extra=extra,
+        bad_signatures=tuple(sorted(set(bad))),
+        root_included=root_included,
+    )
+
+
+def strict_verify(
+    certs: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+    store: TrustStore | None = None,
+    host: str | None = None,
+) -> str | None:
+    """The verdict of cryptography's RFC 5280 / CA/B Forum verifier, or None if it accepts.
+
+    This is what a strict modern client would say about the whole chain
+    (first problem only). ``certs[0]`` is the end entity, the rest are
+    offered as intermediates in any order.
+    """
+    store = store if store is not None else default_trust_store()
+    builder = verification.PolicyBuilder().store(verification.Store(store.certificates()))
+    builder = builder.time(now)
+    try:
+        if host is not None:
+            subject = _subject_for(host)
+            verifier = builder.build_server_verifier(subject)
+            verifier.verify(certs[0], list(certs[1:]))
+        else:
+            builder.build_client_verifier().verify(certs[0], list(certs[1:]))
+    except verification.VerificationError as exc:
+        return str(exc)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return str(exc)
+    return None
+
+
+def _subject_for(host: str) -> x509.DNSName | x509.IPAddress:
+    import ipaddress
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint, lower-case hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -1,0 +1,304 @@
+"""Bytes -> :class:`Bundle`: PEM, DER, PKCS#7 and PKCS#12, certificates and keys.
+
+A *bundle* is what one source holds: certificates in the order they were
+found (the "as received" order, which the chain analysis judges), any private
+keys found next to them, and the problems met while reading (a block that
+could not be parsed next to ones that could). A source from which no
+certificate at all can be read is an error (:class:`InspectorError` with a
+stable ``code``), not an empty bundle.
+
+Parsing is cryptography's (Rust) work; this module only finds the pieces.
+Certificates that sit *after* the first one in a PEM bundle are usually
+intermediates shared by thousands of bundles, so their parsed objects are
+memoised per process (keyed by the exact PEM block bytes): scanning a fleet
+then parses each intermediate once, not once per customer.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
+
+from certman.errors import InspectorError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+"""Files larger than this (bytes) are refused: a certificate bundle is a few KiB."""
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
+_CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
+_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"}
+_ENCRYPTED_KEY_LABELS = {b"ENCRYPTED PRIVATE KEY"}
+
+# Parsed intermediates, keyed by their PEM block (or DER) bytes. Bounded: the
+# cache is cleared wholesale when full, which is cheap and keeps memory flat.
+_PARSE_CACHE: dict[bytes, x509.Certificate] = {}
+_PARSE_CACHE_MAX = 4096
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The certificates and keys read from one source.
+
+    ``certificates`` keep the order in which they appeared ("as received");
+    ``problems`` lists pieces that could not be read although others could
+    (they become ``parse-error`` findings); ``format`` is ``pem``, ``der``,
+    ``pkcs7`` or ``pkcs12``.
+    """
+
+    source: str
+    certificates: tuple[x509.Certificate, ...]
+    keys: tuple[PrivateKeyTypes, ...] = ()
+    format: str = "pem"
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        """The first certificate as received (not necessarily the end entity)."""
+        return self.certificates[0]
+
+
+def load_bundle(
+    data: bytes | str,
+    *,
+    source: str = "<bytes>",
+    password: bytes | None = None,
+) -> Bundle:
+    """Read every certificate and private key from ``data`` (any supported format).
+
+    Raises :class:`InspectorError` with code ``empty-input``, ``truncated-pem``,
+    ``pkcs12-password``, ``no-certificate`` or ``unrecognised-input`` when no
+    certificate can be read.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if not data.strip():
+        raise InspectorError(f"{source}: empty input", code="empty-input", source=source)
+    # Certificates with RFC 5280 violations (negative serials...) still load,
+    # with a deprecation warning; an auditor wants them read, not a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        if b"-----BEGIN " in data:
+            return _load_pem(data, source, password)
+        return _load_binary(data, source, password)
+
+
+def load_ders(ders: Sequence[bytes], *, source: str = "<der>") -> Bundle:
+    """A bundle from already-split DER certificates (e.g. a TLS handshake's chain)."""
+    certs: list[x509.Certificate] = []
+    problems: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for i, der in enumerate(ders):
+            try:
+                certs.append(_cached_der(der) if i else x509.load_der_x509_certificate(der))
+            except ValueError as exc:
+                problems.append(f"certificate #{i}: {exc}")
+    if not certs:
+        raise InspectorError(
+            f"{source}: no readable certificate", code="no-certificate", source=source
+        )
+    return Bundle(source=source, certificates=tuple(certs), format="der", problems=tuple(problems))
+
+
+def load_file(
+    path: str | os.PathLike[str],
+    *,
+    password: bytes | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> Bundle:
+    """Read a bundle from a file, refusing files over ``max_size`` bytes.
+
+    Raises :class:`InspectorError` (``file-unreadable``, ``file-too-large``,
+    or any code of :func:`load_bundle`).
+    """
+    return load_bundle(read_file(path, max_size=max_size), source=str(path), password=password)
+
+
+def read_file(path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """The bytes of ``path``, or InspectorError (``file-unreadable``/``file-too-large``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_size + 1)
+    except OSError as exc:
+        raise InspectorError(
+            f"{path}: cannot read: {exc.strerror or exc}", code="file-unreadable", source=str(path)
+        ) from exc
+    if len(data) > max_size:
+        raise InspectorError(
+            f"{path}: larger than the {max_size}-byte limit",
+            code="file-too-large",
+            source=str(path),
+        )
+    return data
+
+
+def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKeyTypes:
+    """One private key from PEM or DER bytes (for ``--key``)."""
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_private_key(data, password)
+        return serialization.load_der_private_key(data, password)
+    except (ValueError, TypeError) as exc:
+        # The message of cryptography never contains key material.
+        raise InspectorError(f"cannot read private key: {exc}", code="bad-key") from exc
+
+
+def _cached_der(der: bytes) -> x509.Certificate:
+    cert = _PARSE_CACHE.get(der)
+    if cert is None:
+        cert = x509.load_der_x509_certificate(der)
+        if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
+            _PARSE_CACHE.clear()
+        _PARSE_CACHE[der] = cert
+    return cert
+
+
+def _der_prefix(der: bytes) -> bytes:
+    """The first DER element of ``der`` (a TRUSTED CERTIFICATE carries trailing aux data)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return der
+    first = der[1]
+    if first < 0x80:
+        return der[: 2 + first]
+    n = first & 0x7F
+    length = int.from_bytes(der[2 : 2 + n], "big")
+    return der[: 2 + n + length]
+
+
+def _load_pem(data: bytes, source: str, password: bytes | None) -> Bundle:
+    certs: list[x509.Certificate] = []
+    keys: list[PrivateKeyTypes] = []
+    problems: list[str] = []
+    fmt = "pem"
+    blocks = 0
+    for match in _PEM_BLOCK.finditer(data):
+        blocks += 1
+        label, body = match.group(1), match.group(2)
+        try:
+            if label in _CERT_LABELS:
+                if certs:
+                    cert = _PARSE_CACHE.get(body)
+                    if cert is None:
+                        cert = x509.load_der_x509_certificate(_decode(body, label))
+                        if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
+                            _PARSE_CACHE.clear()
+                        _PARSE_CACHE[body] = cert
+                else:
+                    cert = x509.load_der_x509_certificate(_decode(body, label))
+                certs.append(cert)
+            elif label in _PKCS7_LABELS:
+                certs.extend(pkcs7.load_der_pkcs7_certificates(_decode(body, label)))
+                fmt = "pkcs7"
+            elif label in _KEY_LABELS or label in _ENCRYPTED_KEY_LABELS:
+                try:
+                    keys.append(serialization.load_pem_private_key(match.group(0), password))
+                except TypeError:
+                    problems.append("an encrypted private key (no password given) was skipped")
+            # Other blocks (CSRs, parameters, ...) are not ours to judge.
+        except (ValueError, binascii.Error) as exc:
+            problems.append(f"block #{blocks} ({label.decode()}): {exc}")
+    if len(_PEM_BEGIN.findall(data)) > blocks:
+        if not certs:
+            raise InspectorError(
+                f"{source}: truncated PEM (a BEGIN line without its END line)",
+                code="truncated-pem",
+                source=source,
+            )
+        problems.append("truncated PEM: a BEGIN line without its END line")
+    if not certs:
+        if problems and blocks:
+            raise InspectorError(
+                f"{source}: no readable certificate ({problems[0]})",
+                code="no-certificate",
+                source=source,
+            )
+        raise InspectorError(
+            f"{source}: no certificate found (only {'keys' if keys else 'other PEM blocks'})",
+            code="no-certificate",
+            source=source,
+        )
+    return Bundle(source, tuple(certs), tuple(keys), fmt, tuple(problems))
+
+
+def _decode(body: bytes, label: bytes) -> bytes:
+    der = binascii.a2b_base64(body)
+    if label == b"TRUSTED CERTIFICATE":
+        der = _der_prefix(der)
+    return der
+
+
+def _looks_like_pkcs12(data: bytes) -> bool:
+    # PFX ::= SEQUENCE { version INTEGER (3), ... }: after the outer SEQUENCE
+    # header comes 02 01 03. Telling PKCS#12 apart up front is what lets a
+    # failed decryption be reported as a wrong password, not as garbage.
+    if len(data) < 8 or data[0] != 0x30:
+        return False
+    n = data[1] & 0x7F if data[1] & 0x80 else 0
+    return data[2 + n : 5 + n] == b"\x02\x01\x03"
+
+
+def _load_binary(data: bytes, source: str, password: bytes | None) -> Bundle:
+    if data[:1] == b"\x30":
+        try:
+            return Bundle(source, (x509.load_der_x509_certificate(data),), format="der")
+        except ValueError:
+            pass
+        if _looks_like_pkcs12(data):
+            return _load_pkcs12(data, source, password)
+        try:
+            p7 = pkcs7.load_der_pkcs7_certificates(data)
+        except ValueError:
+            p7 = []
+        if p7:
+            return Bundle(source, tuple(p7), format="pkcs7")
+        try:
+            serialization.load_der_private_key(data, password)
+        except (ValueError, TypeError):
+            pass
+        else:
+            raise InspectorError(
+                f"{source}: a private key but no certificate", code="no-certificate", source=source
+            )
+    raise InspectorError(
+        f"{source}: not a certificate (PEM, DER, PKCS#7 or PKCS#12)",
+        code="unrecognised-input",
+        source=source,
+    )
+
+
+def _load_pkcs12(data: bytes, source: str, password: bytes | None) -> Bundle:
+    attempts = [password] if password is not None else [None, b""]
+    for attempt in attempts:
+        try:
+            p12 = pkcs12.load_pkcs12(data, attempt)
+        except ValueError:
+            continue
+        certs: list[x509.Certificate] = []
+        if p12.cert is not None:
+            certs.append(p12.cert.certificate)
+        certs.extend(c.certificate for c in p12.additional_certs)
+        if not certs:
+            raise InspectorError(
+                f"{source}: PKCS#12 without certificates", code="no-certificate", source=source
+            )
+        keys = (p12.key,) if p12.key is not None else ()
+        return Bundle(source, tuple(certs), keys, "pkcs12")
+    hint = "wrong password" if password is not None else "a password is needed (--password)"
+    raise InspectorError(
+        f"{source}: cannot decrypt PKCS#12: {hint}", code="pkcs12-password", source=source
+    )
