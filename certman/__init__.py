@@ -91,9 +91,9 @@ __all__ = [
     "TokenStore",
     "TokenStoreSolver",
     "WebrootSolver",
+    "__version__",
     "inspect",
     "load_bundle",
     "make_wsgi_app",
     "scan",
-    "__version__",
 ]
