@@ -71,7 +71,12 @@ def _kebab(name: str) -> str:
 
 
 def problem_error(
-    data: Any, *, status: int | None = None, url: str | None = None, context: str = ""
+    data: Any,
+    *,
+    status: int | None = None,
+    url: str | None = None,
+    context: str = "",
+    identifier: str | None = None,
 ) -> AcmeError:
     """Turn an RFC 7807 / RFC 8555 §6.7 problem document into an ``AcmeError``.
 
@@ -79,17 +84,21 @@ def problem_error(
     (``rejectedIdentifier`` -> ``acme-rejected-identifier``), or
     ``acme-problem`` for a non-ACME type. Subproblems (one per identifier)
     are folded into the message; the first one's identifier is used when the
-    top-level problem names none.
+    top-level problem names none, and ``identifier`` (what the caller was
+    working on) when neither does.
     """
     if not isinstance(data, dict):
         data = {}
     ptype = str(data.get("type") or "about:blank")
     detail = data.get("detail")
     detail = None if detail is None else str(detail)
+    given = identifier
     identifier = _identifier_value(data.get("identifier"))
     subs = [s for s in (data.get("subproblems") or []) if isinstance(s, dict)]
     if identifier is None and subs:
         identifier = _identifier_value(subs[0].get("identifier"))
+    if identifier is None:
+        identifier = given
     short = ptype[len(ERROR_PREFIX) :] if ptype.startswith(ERROR_PREFIX) else None
     code = f"acme-{_kebab(short)}" if short else "acme-problem"
     text = detail or (short or ptype)

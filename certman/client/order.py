@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from certman.challenges.base import ChallengeTask, Solver
 from certman.client.directory import Directory
-from certman.client.identifiers import parse_identifiers
+from certman.client.identifiers import Identifier, parse_identifiers
 from certman.client.network import (
     PEM_CHAIN_CONTENT_TYPE,
     AcmeSession,
@@ -284,7 +284,10 @@ def _validation_error(session: AcmeSession, authz_urls: Sequence[str]) -> AcmeEr
         for chall in authz.get("challenges") or []:
             if isinstance(chall, dict) and chall.get("error"):
                 return problem_error(
-                    chall["error"], url=url, context=f"validation of {ident} failed"
+                    chall["error"],
+                    url=url,
+                    context=f"validation of {ident} failed",
+                    identifier=ident,
                 )
         return AcmeError(
             f"validation of {ident} failed (authorization {authz.get('status')})",
@@ -353,7 +356,11 @@ def issue(
         payload["profile"] = profile
     if replaces is not None:
         payload["replaces"] = replaces
-    resp = session.post(directory.new_order, payload, context="new order", deadline=deadline.at)
+    try:
+        resp = session.post(directory.new_order, payload, context="new order", deadline=deadline.at)
+    except AcmeError as exc:
+        _attribute_identifier(exc, identifiers)
+        raise
     order_url = resp.location
     if not order_url:
         raise AcmeError("the CA gave no order URL", code="acme-bad-response")
@@ -445,6 +452,22 @@ def issue(
         solved,
     )
     return issued
+
+
+def _attribute_identifier(exc: AcmeError, identifiers: Sequence[Identifier]) -> None:
+    """Name the refused identifier when the CA only quoted it in the detail.
+
+    Pebble (and Boulder for some policies) put the name in ``detail`` rather
+    than in ``identifier``/``subproblems``; callers issuing for many names
+    need to know which one to drop.
+    """
+    if exc.identifier is not None or not exc.detail:
+        return
+    for ident in identifiers:
+        if f'"{ident.value}"' in exc.detail or f"'{ident.value}'" in exc.detail:
+            exc.identifier = ident.value
+            exc.details["identifier"] = ident.value
+            return
 
 
 def _opt_str(value: Any) -> str | None:
