@@ -270,7 +270,7 @@ class FileStore:
 
     def save_account(self, account: AccountRecord, key_pem: bytes) -> None:
         parts = self._account_parts(account.directory_url, account.account_id)
-        doc = account.to_dict()
+        doc = _account_doc(account)
         with self._dir(parts, create=True) as dfd:
             self._write(dfd, "key.pem", key_pem, 0o600, parts)
             self._write(dfd, "account.json", _json_bytes(doc), 0o600, parts)
@@ -278,7 +278,7 @@ class FileStore:
 
     def update_account(self, account: AccountRecord) -> None:
         parts = self._account_parts(account.directory_url, account.account_id)
-        doc = account.to_dict()
+        doc = _account_doc(account)
         try:
             with self._dir(parts, create=False) as dfd:
                 os.stat("account.json", dir_fd=dfd, follow_symlinks=False)
@@ -721,6 +721,15 @@ def _flock(fd: int, deadline: float | None) -> bool:
                 return False
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
+
+
+def _account_doc(account: AccountRecord) -> dict[str, Any]:
+    try:
+        return account.to_dict()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cannot save account {account.account_id!r}: {exc}", code="store-bad-value"
+        ) from exc
 
 
 def _json_bytes(doc: Mapping[str, Any]) -> bytes:

@@ -547,3 +547,13 @@ def test_locks_between_threads_and_reentrancy(store: FileStore) -> None:
         store.save_certificate("example.org", files(1))
     with store.try_lock_certificate("example.org") as got:
         assert got is True
+
+
+def test_bad_account_values_refused(store: FileStore) -> None:
+    naive = AccountRecord("1", DIRECTORY, "https://x/acct/1", created_at=datetime(2026, 1, 1))
+    not_json = AccountRecord("1", DIRECTORY, "https://x/acct/1", extra={"k": object()})
+    for record in (naive, not_json):
+        with pytest.raises(StoreError) as err:
+            store.save_account(record, b"K")
+        assert err.value.code == "store-bad-value"
+    assert store.list_accounts() == []
