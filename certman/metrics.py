@@ -27,6 +27,7 @@ Example alert: ``certman_certificate_not_after_timestamp_seconds - time() < 7 * 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import tempfile
@@ -38,7 +39,10 @@ from pathlib import Path
 from cryptography import x509
 
 from certman.errors import CertmanError
-from certman.renewal import HasValidity, RenewalDecision, Validity
+from certman.renewal import HasValidity, RenewalDecision, Validity, decide, state_from_meta
+from certman.store.base import Store
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "certman_"
 
@@ -89,6 +93,37 @@ def certificate_metrics(
         issuer=issuer,
         key_type=key_type,
     )
+
+
+def collect(store: Store, *, now: datetime) -> list[CertificateMetrics]:
+    """The metrics of every certificate in ``store``, without touching the network.
+
+    Each certificate's renewal decision uses what its meta remembers (the
+    ARI window and moment, failures, backoff), as ``certman renew`` would
+    before fetching fresh ARI. A certificate whose files cannot be read is
+    left out and logged; its absence is what alerts should catch (e.g.
+    ``absent(certman_certificate_not_after_timestamp_seconds{name="..."})``).
+    """
+    out: list[CertificateMetrics] = []
+    for name in store.list_certificates():
+        try:
+            meta = store.find_meta(name)
+            cert = x509.load_pem_x509_certificate(store.load_live(name).files.cert_pem)
+        except (CertmanError, ValueError) as exc:
+            logger.warning("certificate %s left out of the metrics: %s", name, exc)
+            continue
+        if meta is None:
+            decision = decide(cert, now=now)
+            out.append(certificate_metrics(name, cert, decision))
+            continue
+        decision = decide(cert, now=now, state=state_from_meta(meta))
+        issuer = cert.issuer.rfc4514_string()
+        out.append(
+            certificate_metrics(
+                name, cert, decision, domains=meta.names, issuer=issuer, key_type=meta.key_type
+            )
+        )
+    return out
 
 
 def escape_label_value(value: str) -> str:
@@ -255,6 +290,7 @@ def _fsync_directory(directory: Path) -> None:
 __all__ = [
     "CertificateMetrics",
     "certificate_metrics",
+    "collect",
     "escape_help",
     "escape_label_value",
     "render",

@@ -19,6 +19,7 @@ from certman.cli._common import CliState
 # name -> "module:attribute". Add a line here when adding a command.
 COMMANDS: dict[str, str] = {
     "inspect": "certman.cli.inspect_cmd:inspect_command",
+    "metrics": "certman.cli.metrics_cmd:metrics_command",
     "scan": "certman.cli.scan_cmd:scan_command",
 }
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from prometheus_client.parser import text_string_to_metric_families
 from renewal_certs import make_ca, make_leaf
 
-from certman import CertmanError
+from certman import CertificateFiles, CertificateMeta, CertmanError, FileStore
 from certman.metrics import (
     CertificateMetrics,
     certificate_metrics,
+    collect,
     escape_label_value,
     render,
     write_textfile,
@@ -193,3 +198,79 @@ def test_textfile_error_is_clear_and_cleans_up(tmp_path: Path) -> None:
         write_textfile(tmp_path / "dir.prom", "x\n")
     assert [p.name for p in tmp_path.iterdir()] == ["dir.prom"]
     assert os.listdir(tmp_path / "dir.prom") == []
+
+
+# -- collecting from a real store, and the command ------------------------------------
+
+
+def fill_store(home: Path) -> None:
+    store = FileStore(home)
+    ca = make_ca("Test Issuing CA")
+    now = datetime.now(UTC)
+    for name, days_old, failures in (("fresh", 1, 0), ("old", 80, 2)):
+        leaf = make_leaf(ca, [f"{name}.example"], not_before=now - timedelta(days=days_old))
+        files = CertificateFiles.from_parts(
+            leaf.cert.public_bytes(Encoding.PEM),
+            ca.cert.public_bytes(Encoding.PEM),
+            leaf.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+        )
+        meta = CertificateMeta(
+            name=name,
+            names=(f"{name}.example",),
+            last_success_at=now - timedelta(days=days_old),
+            consecutive_failures=failures,
+        )
+        store.save_certificate(name, files, meta)
+
+
+def test_collect_reads_every_certificate_of_the_store(tmp_path: Path) -> None:
+    fill_store(tmp_path)
+    figures = {m.name: m for m in collect(FileStore(tmp_path), now=datetime.now(UTC))}
+    assert set(figures) == {"fresh", "old"}
+    assert not figures["fresh"].renewal_due and figures["fresh"].renewal_source == "lifetime"
+    assert figures["old"].renewal_due and figures["old"].consecutive_failures == 2
+    assert figures["old"].issuer == "CN=Test Issuing CA"
+    assert figures["old"].domains == ("old.example",)
+
+
+def run_certman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "certman", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_metrics_command_prints_and_writes_textfile(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    fill_store(home)
+    printed = run_certman("--home", str(home), "metrics")
+    assert printed.returncode == 0, printed.stderr
+    got = samples(printed.stdout)
+    assert got[("certman_certificate_renewal_due", (("name", "old"),))] == 1
+    assert got[("certman_certificate_renewal_due", (("name", "fresh"),))] == 0
+
+    target = tmp_path / "textfile" / "certman.prom"
+    target.parent.mkdir()
+    written = run_certman("--home", str(home), "metrics", "--textfile", str(target))
+    assert written.returncode == 0 and written.stdout == ""
+    assert samples(target.read_text()).keys() == got.keys()
+
+    as_json = run_certman("--home", str(home), "metrics", "--json")
+    assert as_json.returncode == 0
+    assert {item["name"]: item["renewal_due"] for item in json.loads(as_json.stdout)} == {
+        "fresh": False,
+        "old": True,
+    }
+
+
+def test_metrics_command_errors_are_one_line(tmp_path: Path) -> None:
+    bad_name = run_certman(
+        "--home", str(tmp_path), "metrics", "--textfile", str(tmp_path / "x.txt")
+    )
+    assert bad_name.returncode == 2
+    assert bad_name.stderr.count("\n") == 1 and "*.prom" in bad_name.stderr
+    missing = run_certman(
+        "--home", str(tmp_path), "metrics", "--textfile", str(tmp_path / "no" / "x.prom")
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("certman: error: could not write metrics")
+    assert "[metrics-write-failed]" in missing.stderr
