@@ -13,6 +13,7 @@ from certman.store.base import (
     ca_key,
     validate_name,
 )
+from certman.store._open import open_store
 from certman.store.files import FileStore, default_root
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "account_id_for_url",
     "ca_key",
     "default_root",
+    "open_store",
     "validate_name",
 ]
