@@ -3,6 +3,7 @@
 :class:`Store` is the protocol; :class:`FileStore` the embedded default.
 """
 
+from certman.store._open import open_store
 from certman.store.base import (
     AccountRecord,
     CertificateFiles,
@@ -13,7 +14,6 @@ from certman.store.base import (
     ca_key,
     validate_name,
 )
-from certman.store._open import open_store
 from certman.store.files import FileStore, default_root
 
 __all__ = [

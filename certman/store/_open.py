@@ -30,7 +30,8 @@ def open_store(url: str | None = None, *, home: str | os.PathLike[str] | None = 
                 module = importlib.import_module("certman.store.postgres")
             except ImportError as exc:
                 raise ConfigError(
-                    f"PostgreSQL store needs the postgres extra: pip install 'certman[postgres]' ({exc})",
+                    "PostgreSQL store needs the postgres extra: "
+                    f"pip install 'certman[postgres]' ({exc})",
                     code="store-url",
                 ) from exc
             return cast(Store, module.PostgresStore(url))
