@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import ipaddress
 import itertools
+import json
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,7 +19,9 @@ from cryptography.x509.oid import ExtensionOID
 
 from certman.challenges.base import ChallengeTask
 from certman.client import AcmeClient, RevocationReason, fetch_directory
-from certman.client.order import split_pem_chain
+from certman.client.account import register
+from certman.client.network import AcmeResponse, AcmeSession, HttpTransport
+from certman.client.order import issue, split_pem_chain
 from certman.errors import AcmeError
 from certman.keys import KeyType, generate_private_key, load_private_key
 from certman.testing import LocalPebble
@@ -294,3 +300,59 @@ def test_many_threads_one_client_each_shared_directory(
     assert sorted(n for names in results.values() for n in names) == sorted(
         f"t{n}-{i}.threads.example" for n in range(4) for i in range(3)
     )
+
+
+class _RecordingTransport(HttpTransport):
+    """Keeps the decoded JWS payload of every POST (a seam for checking what is sent)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.payloads: list[tuple[str, Any]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> AcmeResponse:
+        data = kwargs.get("data")
+        if method == "POST" and data:
+            raw = base64.urlsafe_b64decode(json.loads(data)["payload"] + "==")
+            self.payloads.append((url, json.loads(raw) if raw else None))
+        return super().request(method, url, **kwargs)
+
+
+def test_profile_and_replaces_are_sent_in_new_order(
+    pebble: LocalPebble, http_solver: Http01Solver
+) -> None:
+    # Pebble 2.4.0 offers no profiles (and ignores unknown newOrder fields), so
+    # the directory is given a profile here and the payload is checked at the
+    # transport seam, while the order itself goes to the real Pebble.
+    real = fetch_directory(pebble.directory_url, ca_bundle=pebble.ca_bundle)
+    directory = dataclasses.replace(real, profiles={"shortlived": "short"})
+    transport = _RecordingTransport(ca_bundle=pebble.ca_bundle)
+    session = AcmeSession(directory.new_nonce, generate_private_key(), transport=transport)
+    try:
+        register(session, directory, agree_tos=True)
+        cert = issue(
+            session,
+            directory,
+            ["profile.example"],
+            http_solver,
+            profile="shortlived",
+            replaces="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+        )
+    finally:
+        session.close()
+    assert cert.profile == "shortlived"
+    new_orders = [p for url, p in transport.payloads if url == directory.new_order]
+    assert new_orders == [
+        {
+            "identifiers": [{"type": "dns", "value": "profile.example"}],
+            "profile": "shortlived",
+            "replaces": "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+        }
+    ]
+    # Without the options, neither field is sent.
+    transport.payloads.clear()
+    session = AcmeSession(
+        directory.new_nonce, session.key, account_url=session.account_url, transport=transport
+    )
+    issue(session, directory, ["plain-profile.example"], http_solver)
+    new_orders = [p for url, p in transport.payloads if url == directory.new_order]
+    assert new_orders == [{"identifiers": [{"type": "dns", "value": "plain-profile.example"}]}]
