@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+# "Now" for the tests: the real hour, so certificates also suit CLI runs that
+# use the clock; tests about fixed dates pass their own ``now``.
+NOW = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
 DAY = dt.timedelta(days=1)
 SCT_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 
@@ -34,7 +36,9 @@ def rsa_key(bits: int = 2048, n: int = 0) -> rsa.RSAPrivateKey:
 
 @functools.cache
 def ec_key(curve: str = "secp256r1", n: int = 0) -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1() if curve == "secp256r1" else getattr(ec, curve.upper())())
+    return ec.generate_private_key(
+        ec.SECP256R1() if curve == "secp256r1" else getattr(ec, curve.upper())()
+    )
 
 
 @dataclass(frozen=True)
@@ -162,15 +166,32 @@ def make_cert(
     return Issued(cert, key)
 
 
-def root(cn: str = "Test Root CA", o: str | None = "Test PKI", key: PrivateKeyTypes | None = None) -> Issued:
-    return make_cert(name(cn, o), key=key or ec_key(n=100), ca=True, sans=None, days=3650, not_before=NOW - 400 * DAY)
+def root(
+    cn: str = "Test Root CA", o: str | None = "Test PKI", key: PrivateKeyTypes | None = None
+) -> Issued:
+    return make_cert(
+        name(cn, o),
+        key=key or ec_key(n=100),
+        ca=True,
+        sans=None,
+        days=3650,
+        not_before=NOW - 400 * DAY,
+    )
 
 
 def intermediate(
-    parent: Issued, cn: str = "Test Intermediate CA", o: str | None = "Test PKI", key: PrivateKeyTypes | None = None
+    parent: Issued,
+    cn: str = "Test Intermediate CA",
+    o: str | None = "Test PKI",
+    key: PrivateKeyTypes | None = None,
 ) -> Issued:
     return make_cert(
-        name(cn, o), issuer=parent, key=key or ec_key(n=101), ca=True, sans=None, days=1825,
+        name(cn, o),
+        issuer=parent,
+        key=key or ec_key(n=101),
+        ca=True,
+        sans=None,
+        days=1825,
         not_before=NOW - 300 * DAY,
     )
 
@@ -187,7 +208,9 @@ _RSA_OIDS = {
 }
 
 
-def resign_legacy(cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey, digest: str) -> x509.Certificate:
+def resign_legacy(
+    cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey, digest: str
+) -> x509.Certificate:
     """Re-sign an RSA/SHA-256-signed certificate with SHA-1 or MD5 (cryptography won't)."""
     old, new = _RSA_OIDS["sha256"], _RSA_OIDS[digest]
     tbs = cert.tbs_certificate_bytes
