@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certman.errors import ConfigError
