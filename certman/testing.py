@@ -16,6 +16,10 @@ Every name resolves to 127.0.0.1 through challtestsrv, so Pebble validates
 HTTP-01 by connecting to ``127.0.0.1:<http_port>`` whatever the name is.
 DNS-01 records are set with :meth:`LocalPebble.set_txt`.
 
+Pebble 2.4.0 has no ARI (RFC 9773): :class:`AriServer` is a local
+renewalInfo endpoint that can also serve Pebble's directory with
+``renewalInfo`` added, so ARI-driven renewals run against the real Pebble.
+
 By default Pebble keeps its chaos on purpose (5% of nonces rejected, 50% of
 authorizations reused), because real clients must cope with both; only the
 random validation delay is switched off (``PEBBLE_VA_NOSLEEP=1``).
@@ -33,15 +37,19 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,7 +61,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certman.errors import CertmanError
 
-__all__ = ["LocalPebble"]
+__all__ = ["AriAnswer", "AriRequest", "AriServer", "LocalPebble"]
 
 log = logging.getLogger(__name__)
 
@@ -537,3 +545,254 @@ class LocalPebble:
 
 def _fqdn(host: str) -> str:
     return host if host.endswith(".") else host + "."
+
+
+# -- ARI (RFC 9773) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AriAnswer:
+    """What :class:`AriServer` answers for one certificate id: status, body, headers."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AriRequest:
+    """One request :class:`AriServer` received (for assertions in tests)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+def _rfc3339(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _problem(status: int, detail: str) -> AriAnswer:
+    kind = {400: "malformed", 404: "notFound"}.get(status, "serverInternal")
+    body = {"type": f"urn:ietf:params:acme:error:{kind}", "detail": detail, "status": status}
+    return AriAnswer(
+        status, json.dumps(body).encode(), {"Content-Type": "application/problem+json"}
+    )
+
+
+class AriServer:
+    """A local RFC 9773 renewalInfo endpoint, since Pebble 2.4.0 has none.
+
+    A threaded HTTP(S) server on a free loopback port, as a context manager:
+
+    - ``GET /renewal-info/<certID>`` answers what the test set for that
+      certificate id with :meth:`set_window` / :meth:`set_answer` (else what
+      ``default`` returns, else 404 with a problem document, as a CA that
+      does not know the certificate would); a malformed id gets 400;
+    - ``GET /directory`` serves an ACME directory with ``renewalInfo``
+      added: the ``upstream_directory`` fetched live (point it at
+      :attr:`LocalPebble.directory_url`, trusting ``upstream_ca_bundle``), so
+      an ACME client orders from the real Pebble and finds ARI here; or the
+      static ``directory`` mapping given. ``advertise_ari=False`` leaves
+      ``renewalInfo`` out, to play a CA without ARI;
+    - any other method gets 405.
+
+    ``tls=(cert_path, key_path)`` serves HTTPS. Every request is recorded in
+    :attr:`requests`. Thread safe: configure it while clients are fetching.
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream_directory: str | None = None,
+        upstream_ca_bundle: str | os.PathLike[str] | None = None,
+        directory: Mapping[str, Any] | None = None,
+        advertise_ari: bool = True,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        default: Callable[[str], AriAnswer | None] | None = None,
+    ) -> None:
+        self._upstream = upstream_directory
+        self._upstream_ca = upstream_ca_bundle
+        self._static_directory = dict(directory) if directory is not None else None
+        self._advertise = advertise_ari
+        self._tls = tls
+        self._default = default
+        self._answers: dict[str, AriAnswer] = {}
+        self._lock = threading.Lock()
+        self.requests: list[AriRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- configuration -----------------------------------------------------
+
+    def set_window(
+        self,
+        cert: x509.Certificate | str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        explanation_url: str | None = None,
+        retry_after: str | None = "21600",
+    ) -> None:
+        """Suggest renewing ``cert`` (a certificate or its RFC 9773 id) in [start, end).
+
+        ``retry_after`` is the raw ``Retry-After`` header (None: none sent).
+        Times are sent with whole seconds.
+        """
+        body: dict[str, Any] = {"suggestedWindow": {"start": _rfc3339(start), "end": _rfc3339(end)}}
+        if explanation_url is not None:
+            body["explanationURL"] = explanation_url
+        headers = {"Content-Type": "application/json"}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        self.set_answer(cert, AriAnswer(200, json.dumps(body).encode(), headers))
+
+    def set_answer(self, cert: x509.Certificate | str, answer: AriAnswer) -> None:
+        """Answer ``answer`` (any status/body, e.g. a 503) for ``cert``."""
+        with self._lock:
+            self._answers[self._key(cert)] = answer
+
+    def clear(self, cert: x509.Certificate | str) -> None:
+        """Forget what was set for ``cert`` (it gets 404 again)."""
+        with self._lock:
+            self._answers.pop(self._key(cert), None)
+
+    @staticmethod
+    def _key(cert: x509.Certificate | str) -> str:
+        if isinstance(cert, str):
+            return cert
+        from certman.client.ari import cert_id  # imported late: keeps this module light
+
+        return cert_id(cert)
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise CertmanError("AriServer is not running", code="ari-stub-stopped")
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def renewal_info_url(self) -> str:
+        """The ``renewalInfo`` base URL (certificate ids are appended to it)."""
+        return f"{self.base_url}/renewal-info"
+
+    @property
+    def directory_url(self) -> str:
+        """The ACME directory URL with ``renewalInfo`` added."""
+        return f"{self.base_url}/directory"
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        server = _QuietHTTPServer(("127.0.0.1", 0), _ari_handler(self))
+        server.daemon_threads = True
+        if self._tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="ari-stub", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> AriServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- answering ---------------------------------------------------------
+
+    def _directory(self) -> AriAnswer:
+        if self._static_directory is not None:
+            directory = dict(self._static_directory)
+        elif self._upstream is not None:
+            context = ssl.create_default_context(
+                cafile=str(self._upstream_ca) if self._upstream_ca else None
+            )
+            opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            )
+            with opener.open(self._upstream, timeout=10) as response:
+                directory = json.loads(response.read())
+        else:
+            return _problem(404, "no directory configured")
+        if self._advertise:
+            directory["renewalInfo"] = self.renewal_info_url
+        return AriAnswer(200, json.dumps(directory).encode(), {"Content-Type": "application/json"})
+
+    def answer(self, method: str, path: str, headers: Mapping[str, str]) -> AriAnswer:
+        """What the server answers to one request (also recorded)."""
+        with self._lock:
+            self.requests.append(AriRequest(method, path, dict(headers)))
+        if method != "GET":
+            return AriAnswer(405, b"", {"Allow": "GET"})
+        if path == "/directory":
+            return self._directory()
+        prefix = "/renewal-info/"
+        if not path.startswith(prefix):
+            return _problem(404, "not found")
+        ident = path[len(prefix) :]
+        if not _ARI_ID.fullmatch(ident):
+            return _problem(400, f"malformed certificate identifier {ident!r}")
+        with self._lock:
+            found = self._answers.get(ident)
+        if found is None and self._default is not None:
+            found = self._default(ident)
+        return found if found is not None else _problem(404, "unknown certificate")
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server is not None else "stopped"
+        return f"<AriServer {where}>"
+
+
+_ARI_ID = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Clients hanging up early (a test's point, often) are logged, not printed."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("ari stub: connection from %s ended badly", client_address, exc_info=True)
+
+
+def _ari_handler(owner: AriServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _respond(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            reply = owner.answer(self.command, self.path, dict(self.headers.items()))
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = _respond
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("ari stub: " + format, *args)
+
+    return Handler

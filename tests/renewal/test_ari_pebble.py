@@ -118,3 +118,16 @@ def test_pebble_certificate_through_ari_and_renewal_with_replaces(
     fetches = [r for r in proxy.requests if r.path.startswith("/renewal-info/")]
     assert all(r.method == "GET" and "Authorization" not in r.headers for r in fetches)
     assert len(fetches) == 2
+
+
+def test_stub_keys_windows_by_certificate_too(
+    client: AcmeClient, solver: StandaloneSolver, proxy: AriServer, pebble: LocalPebble
+) -> None:
+    issued = client.issue(["by-cert.example"], solver)
+    cert = x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    now = datetime.now(UTC)
+    proxy.set_window(cert, now + timedelta(days=2), now + timedelta(days=3), retry_after=None)
+    info = fetch_renewal_info(cert, proxy.renewal_info_url, now=now, ca_bundle=pebble.ca_bundle)
+    assert info is not None and info.next_check == now + timedelta(hours=6)
+    proxy.clear(stub_cert_id(cert))
+    assert fetch_renewal_info(cert, proxy.renewal_info_url, now=now) is None
