@@ -20,6 +20,15 @@ from certman.challenges import (
     WebrootSolver,
     make_wsgi_app,
 )
+from certman.client import (
+    Account,
+    AcmeClient,
+    Directory,
+    ExternalAccountBinding,
+    IssuedCertificate,
+    RevocationReason,
+    fetch_directory,
+)
 from certman.errors import (
     AcmeError,
     CertmanError,
@@ -42,6 +51,7 @@ from certman.inspector import (
     load_bundle,
     scan,
 )
+from certman.keys import KeyType
 from certman.metrics import CertificateMetrics
 from certman.renewal import RenewalDecision, RenewalInfo, RenewalState
 from certman.store import (
@@ -54,7 +64,9 @@ from certman.store import (
 )
 
 __all__ = [
+    "Account",
     "AccountRecord",
+    "AcmeClient",
     "AcmeError",
     "Bundle",
     "CertificateFiles",
@@ -67,7 +79,9 @@ __all__ = [
     "ChallengeMiddleware",
     "ChallengeTask",
     "ConfigError",
+    "Directory",
     "DnsHookSolver",
+    "ExternalAccountBinding",
     "FileStore",
     "Finding",
     "HTTP01Server",
@@ -75,12 +89,15 @@ __all__ = [
     "HookSession",
     "InspectOptions",
     "InspectorError",
+    "IssuedCertificate",
+    "KeyType",
     "MemoryTokenStore",
     "RenewalDecision",
     "RenewalError",
     "RenewalInfo",
     "RenewalState",
     "Report",
+    "RevocationReason",
     "ScanResult",
     "Severity",
     "Solver",
@@ -92,6 +109,7 @@ __all__ = [
     "TokenStoreSolver",
     "WebrootSolver",
     "__version__",
+    "fetch_directory",
     "inspect",
     "load_bundle",
     "make_wsgi_app",
