@@ -37,7 +37,16 @@ from cryptography import x509
 
 from certman._version import __version__
 from certman.errors import AcmeError
-from certman.renewal import RenewalInfo, SuggestedWindow
+from certman.renewal import (
+    RandomSource,
+    RenewalDecision,
+    RenewalInfo,
+    RenewalState,
+    SuggestedWindow,
+    ari_check_due,
+    decide,
+    record_ari_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +74,7 @@ __all__ = [
     "cert_id",
     "cert_id_from_parts",
     "clamp_retry_after",
+    "decide_with_ari",
     "discover_renewal_info_url",
     "fetch_renewal_info",
     "parse_cert_id",
@@ -378,3 +388,56 @@ def fetch_renewal_info(
         info.next_check.isoformat(),
     )
     return info
+
+
+def decide_with_ari(
+    cert: x509.Certificate,
+    state: RenewalState | None,
+    renewal_info_base: str | None,
+    *,
+    now: datetime,
+    session: requests.Session | None = None,
+    ca_bundle: str | PathLike[str] | None = None,
+    rng: RandomSource | None = None,
+    next_run: datetime | None = None,
+    force: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> RenewalDecision:
+    """Ask the CA when it is due (if it is time to ask), then decide. Never raises for ARI.
+
+    The one call a renewal loop needs per certificate: renewalInfo is
+    fetched only when :func:`~certman.renewal.ari_check_due` says so (the
+    CA's ``Retry-After`` is respected, expired certificates are not asked
+    about) and not at all with ``force``. A failed fetch is logged and
+    postpones the next check (:func:`~certman.renewal.record_ari_error`,
+    honouring the server's ``Retry-After``); a CA that does not know the
+    certificate (404) is asked again after the default interval. Either way
+    the decision falls back on the window remembered in ``state``, else the
+    lifetime rule. Persist ``decision.state``.
+    """
+    now = _aware(now)
+    state = state or RenewalState()
+    info: RenewalInfo | None = None
+    if renewal_info_base is not None and not force and ari_check_due(state, cert, now=now):
+        try:
+            info = fetch_renewal_info(
+                cert,
+                renewal_info_base,
+                now=now,
+                session=session,
+                ca_bundle=ca_bundle,
+                timeout=timeout,
+            )
+        except AcmeError as exc:
+            logger.warning("%s; using what is known", exc)
+            raw = exc.details.get("retry_after")
+            retry_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+            state = record_ari_error(
+                state,
+                now=now,
+                retry_after=clamp_retry_after(retry_at, now=now) if retry_at else None,
+            )
+        else:
+            if info is None:
+                state = record_ari_error(state, now=now, retry_after=now + DEFAULT_RETRY_AFTER)
+    return decide(cert, info, now=now, state=state, rng=rng, next_run=next_run, force=force)

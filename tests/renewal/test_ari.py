@@ -25,6 +25,7 @@ from certman.client.ari import (
     cert_id,
     cert_id_from_parts,
     clamp_retry_after,
+    decide_with_ari,
     discover_renewal_info_url,
     fetch_renewal_info,
     parse_cert_id,
@@ -343,3 +344,63 @@ def test_discover_through_a_directory() -> None:
         with pytest.raises(AcmeError) as info:
             discover_renewal_info_url(f"{ca_without_ari.base_url}/nowhere")
         assert info.value.code == "acme-directory-unavailable"
+
+
+# -- decide_with_ari: the per-certificate step of a renewal run --------------------------
+
+
+def renewal_fetches(server: AriServer) -> int:
+    return sum(r.path.startswith("/renewal-info/") for r in server.requests)
+
+
+def test_decide_with_ari_respects_retry_after(http_stub: AriServer, leaf: Issued) -> None:
+    now = datetime.now(UTC)
+    http_stub.set_window(
+        stub_cert_id(leaf.cert),
+        now + timedelta(days=5),
+        now + timedelta(days=6),
+        retry_after="3600",
+    )
+    first = decide_with_ari(leaf.cert, None, http_stub.renewal_info_url, now=now)
+    assert first.source == "ari" and not first.due
+    assert first.state.ari_next_check == now + timedelta(hours=1)
+    # Within the hour: no new request, same moment.
+    again = decide_with_ari(
+        leaf.cert, first.state, http_stub.renewal_info_url, now=now + timedelta(minutes=30)
+    )
+    assert renewal_fetches(http_stub) == 1 and again.at == first.at
+    # The CA moves the window into the past; after the hour certman sees it and renews now.
+    http_stub.set_window(stub_cert_id(leaf.cert), now - timedelta(days=1), now)
+    later = now + timedelta(hours=1)
+    moved = decide_with_ari(leaf.cert, again.state, http_stub.renewal_info_url, now=later)
+    assert renewal_fetches(http_stub) == 2
+    assert moved.due and moved.source == "ari" and "passed" in moved.reason
+
+
+def test_decide_with_ari_falls_back_on_errors(http_stub: AriServer, leaf: Issued) -> None:
+    now = datetime.now(UTC)
+    ident = stub_cert_id(leaf.cert)
+    http_stub.set_window(ident, now + timedelta(days=5), now + timedelta(days=6))
+    known = decide_with_ari(leaf.cert, None, http_stub.renewal_info_url, now=now)
+    http_stub.set_answer(ident, Answer(503, b"", {"Retry-After": "600"}))
+    later = now + timedelta(hours=7)
+    failed = decide_with_ari(leaf.cert, known.state, http_stub.renewal_info_url, now=later)
+    # The remembered window still decides; the next check waits for the server's Retry-After.
+    assert failed.source == "ari" and failed.at == known.at
+    assert failed.state.ari_next_check == later + timedelta(minutes=10)
+    # Unknown to the CA (404): the lifetime rule, asked again in 6 hours.
+    http_stub.clear(ident)
+    unknown = decide_with_ari(leaf.cert, None, http_stub.renewal_info_url, now=now)
+    assert unknown.source == "lifetime"
+    assert unknown.state.ari_next_check == now + DEFAULT_RETRY_AFTER
+
+
+def test_decide_with_ari_skips_the_fetch_when_forced_or_without_ari(
+    http_stub: AriServer, leaf: Issued
+) -> None:
+    now = datetime.now(UTC)
+    forced = decide_with_ari(leaf.cert, None, http_stub.renewal_info_url, now=now, force=True)
+    assert forced.due and forced.source == "forced"
+    plain = decide_with_ari(leaf.cert, None, None, now=now)
+    assert plain.source == "lifetime" and not plain.due
+    assert renewal_fetches(http_stub) == 0
