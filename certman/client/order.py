@@ -3,7 +3,7 @@
 Also revocation (§7.6). The conversation is done here rather than with
 ``acme.client.ClientV2.poll_and_finalize`` because that sleeps a fixed 1 s
 before polling, which alone costs more than a whole issuance against a fast
-CA. Here polling starts after ``poll_initial`` (50 ms) and doubles up to
+CA. Here polling starts after ``poll_initial`` (25 ms) and doubles up to
 ``poll_max`` (1 s), honouring a longer ``Retry-After`` from the CA, all
 under one overall deadline.
 
@@ -315,7 +315,7 @@ def issue(
     preferred_chain: str | None = None,
     replaces: str | None = None,
     timeout: float = 120.0,
-    poll_initial: float = 0.05,
+    poll_initial: float = 0.025,
     poll_max: float = 1.0,
 ) -> IssuedCertificate:
     """Order, validate, finalize and download one certificate for ``names``.
