@@ -17,7 +17,7 @@ from certman.challenges.http01 import (
     is_valid_token,
     validate_token,
 )
-from certman.challenges.server import HTTP01Server, StandaloneSolver
+from certman.challenges.server import HTTP01Server, StandaloneSolver, parse_listen_address
 from certman.challenges.webroot import WebrootSolver
 from certman.challenges.wsgi import ChallengeMiddleware, make_wsgi_app
 
@@ -35,5 +35,6 @@ __all__ = [
     "WebrootSolver",
     "is_valid_token",
     "make_wsgi_app",
+    "parse_listen_address",
     "validate_token",
 ]

@@ -38,7 +38,7 @@ from certman.challenges.http01 import (
     token_from_path,
     validate_token,
 )
-from certman.errors import ChallengeError
+from certman.errors import ChallengeError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,43 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
         return sock
     assert last is not None
     raise _bind_error(last, host, port) from last
+
+
+def parse_listen_address(spec: str, default_port: int = 80) -> tuple[str, int]:
+    """Parse ``--listen``: ``HOST:PORT``, ``[V6]:PORT``, ``HOST``, ``:PORT`` or ``PORT``.
+
+    ``""`` as host means every address (IPv6 and IPv4). Raises
+    ``ConfigError`` code ``"config-bad-listen"`` for anything else.
+    """
+    text = spec.strip()
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :] if end >= 0 else ""
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise _bad_listen(spec)
+        host, port_text = text[1:end], (rest[1:] if rest else None)
+    elif text.isdigit():
+        host, port_text = "", text
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    # else: a host name, an IPv4 address, or a bare IPv6 address without a port
+    if port_text is None:
+        port = default_port
+    elif port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise _bad_listen(spec)
+    if host == "*":
+        host = ""
+    return host, port
+
+
+def _bad_listen(spec: str) -> ConfigError:
+    return ConfigError(
+        f"invalid listen address {spec!r}: use HOST:PORT, [IPV6]:PORT, HOST, :PORT or PORT",
+        code="config-bad-listen",
+    )
 
 
 class HTTP01Server:
@@ -337,9 +374,10 @@ class HTTP01Server:
             # Half-close and drain briefly so unread request bytes do not turn
             # our close into a RST that would eat the response on the client.
             conn.shutdown(socket.SHUT_WR)
-            conn.settimeout(0.5)
-            for _ in range(16):
-                if not conn.recv(4096):
+            drain_until = time.monotonic() + 0.5
+            while (left := drain_until - time.monotonic()) > 0:
+                conn.settimeout(left)
+                if not conn.recv(65536):
                     break
         except OSError:
             pass

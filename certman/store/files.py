@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 _LIVE_TARGET = re.compile(r"archive/([1-9][0-9]{0,8})")
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")
 _TMP_PREFIX = ".tmp-"
 
 
@@ -178,19 +179,28 @@ class FileStore:
         ``FileNotFoundError`` propagates for the caller to turn into
         ``store-not-found``.
         """
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            if not create:
+                raise
+            raise StoreError(
+                f"store root {self.root} has disappeared", code="store-io", path=str(self.root)
+            ) from exc
+        except OSError as exc:
+            raise self._io_error(exc, ()) from exc
         try:
             for i, part in enumerate(parts):
                 try:
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    nfd = _open_child_dir(fd, part, create=create)
                 except FileNotFoundError:
                     if not create:
                         raise
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, 0o700, dir_fd=fd)
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                    os.fchmod(nfd, 0o700)
-                    os.fsync(fd)
+                    raise StoreError(
+                        f"store directory vanished while in use: {self._where(parts[: i + 1])}",
+                        code="store-io",
+                        path=self._where(parts[: i + 1]),
+                    ) from None
                 except OSError as exc:
                     raise self._io_error(exc, parts[: i + 1]) from exc
                 os.close(fd)
@@ -379,7 +389,7 @@ class FileStore:
                 if entry.startswith(_TMP_PREFIX):
                     log.info("certificate %s: removing unfinished version %s", name, entry)
                     shutil.rmtree(entry, dir_fd=adfd)
-            numbers = [int(e) for e in existing if e.isdigit()]
+            numbers = [int(e) for e in existing if _VERSION_DIR.fullmatch(e)]
             version = max(numbers, default=0) + 1
             tmp = f"{_TMP_PREFIX}{version}-{secrets.token_hex(6)}"
             try:
@@ -480,7 +490,7 @@ class FileStore:
             with self._dir(parts, create=False) as adfd:
                 out = []
                 for entry in os.listdir(adfd):
-                    if entry.isdigit() and entry[0] != "0" and self._complete(adfd, entry):
+                    if _VERSION_DIR.fullmatch(entry) and self._complete(adfd, entry):
                         out.append(int(entry))
         except FileNotFoundError:
             return []
@@ -702,6 +712,25 @@ class FileStore:
             finally:
                 os.close(fd)
         lock.rlock.release()
+
+
+def _open_child_dir(fd: int, part: str, *, create: bool) -> int:
+    """Open directory ``part`` under ``fd`` with O_NOFOLLOW, creating it 0700 if asked."""
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(part, 0o700, dir_fd=fd)
+    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+    try:
+        os.fchmod(nfd, 0o700)  # mkdir's mode is filtered by the umask
+        os.fsync(fd)
+    except BaseException:
+        os.close(nfd)
+        raise
+    return nfd
 
 
 def _flock(fd: int, deadline: float | None) -> bool:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from certman.challenges import ChallengeTask, HTTP01Server, MemoryTokenStore, StandaloneSolver
-from certman.errors import ChallengeError
+from certman.challenges.server import parse_listen_address
+from certman.errors import ChallengeError, ConfigError
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEYAUTH = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
@@ -306,3 +307,28 @@ def test_standalone_solver_refuses_dns01_and_bad_tokens() -> None:
         solver.present([task("../x")])
     assert err.value.code == "challenge-bad-token"
     assert not solver.server.running
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::]:80", ("::", 80)),
+        ("[::1]", ("::1", 80)),
+        ("::1", ("::1", 80)),
+        ("8080", ("", 8080)),
+        (":5002", ("", 5002)),
+        ("*:80", ("", 80)),
+        ("example.org", ("example.org", 80)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
+def test_parse_listen_address(spec: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["a:b", "[::1", "[::1]x", "1.2.3.4:99999", "host:", "[::1]:"])
+def test_parse_listen_address_errors(spec: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_listen_address(spec)
+    assert err.value.code == "config-bad-listen"
