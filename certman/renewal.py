@@ -365,6 +365,16 @@ class RenewalDecision:
     reason: str
     state: RenewalState = field(default_factory=RenewalState)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for ``--json`` output (the state is left out)."""
+        return {
+            "due": self.due,
+            "at": _iso(self.at),
+            "source": self.source,
+            "reason": self.reason,
+            "consecutive_failures": self.state.consecutive_failures,
+        }
+
 
 @dataclass(frozen=True)
 class BackoffPolicy:

@@ -413,3 +413,56 @@ def test_invalid_stored_window_is_ignored() -> None:
     state = state_from_meta(meta)
     assert state.ari_window is None and state.ari_chosen_at is None
     assert decide(cert_of(90), now=T0, state=state).source == "lifetime"
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@given(
+    lifetime_hours=st.integers(min_value=1, max_value=400 * 24),
+    elapsed=st.floats(min_value=0.0, max_value=1.5),
+)
+def test_lifetime_due_iff_now_reaches_the_due_moment(lifetime_hours: int, elapsed: float) -> None:
+    cert = cert_of(lifetime_hours / 24)
+    now = T0 + timedelta(hours=lifetime_hours * elapsed)
+    decision = decide(cert, now=now)
+    expected_at = lifetime_renewal_time(cert)
+    if now >= cert.not_after:
+        assert decision.due and decision.source == "expired"
+    else:
+        assert decision.source == "lifetime" and decision.at == expected_at
+        assert decision.due == (now >= expected_at)
+    left = cert.not_after - expected_at
+    share = 2 if lifetime_hours < 240 else 3
+    assert abs(left - (cert.not_after - cert.not_before) / share) < timedelta(microseconds=2)
+
+
+@given(
+    start_h=st.integers(min_value=-100, max_value=2000),
+    span_h=st.integers(min_value=1, max_value=200),
+    fraction=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+    later_h=st.integers(min_value=0, max_value=3000),
+)
+def test_ari_once_due_stays_due(start_h: int, span_h: int, fraction: float, later_h: int) -> None:
+    cert = cert_of(120)
+    start = T0 + timedelta(hours=start_h)
+    info = ari(start, start + timedelta(hours=span_h))
+    first = decide(cert, info, now=T0, rng=FixedRandom(fraction))
+    assert info.window.start <= first.at < info.window.end
+    later = T0 + timedelta(hours=later_h)
+    again = decide(cert, info, now=later, state=first.state, rng=FixedRandom())
+    assert again.at == first.at or again.source == "expired"
+    if first.due:
+        assert again.due
+
+
+def test_decision_to_dict_is_json() -> None:
+    decision = decide(cert_of(90), now=T0)
+    data = json.loads(json.dumps(decision.to_dict()))
+    assert data == {
+        "due": False,
+        "at": "2026-03-02T00:00:00Z",
+        "source": "lifetime",
+        "reason": decision.reason,
+        "consecutive_failures": 0,
+    }
