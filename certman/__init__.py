@@ -52,6 +52,15 @@ from certman.inspector import (
     scan,
 )
 from certman.keys import KeyType
+from certman.manager import (
+    CertificateManager,
+    CertificateStatus,
+    IssueRequest,
+    Outcome,
+    RateLimits,
+    RunReport,
+    SolverSpec,
+)
 from certman.metrics import CertificateMetrics
 from certman.renewal import RenewalDecision, RenewalInfo, RenewalState
 from certman.store import (
@@ -71,8 +80,10 @@ __all__ = [
     "Bundle",
     "CertificateFiles",
     "CertificateInfo",
+    "CertificateManager",
     "CertificateMeta",
     "CertificateMetrics",
+    "CertificateStatus",
     "CertificateVersion",
     "CertmanError",
     "ChallengeError",
@@ -89,18 +100,23 @@ __all__ = [
     "HookSession",
     "InspectOptions",
     "InspectorError",
+    "IssueRequest",
     "IssuedCertificate",
     "KeyType",
     "MemoryTokenStore",
+    "Outcome",
+    "RateLimits",
     "RenewalDecision",
     "RenewalError",
     "RenewalInfo",
     "RenewalState",
     "Report",
     "RevocationReason",
+    "RunReport",
     "ScanResult",
     "Severity",
     "Solver",
+    "SolverSpec",
     "StandaloneSolver",
     "Store",
     "StoreError",
