@@ -308,13 +308,15 @@ class AiaServer:
     """A plain HTTP server on loopback serving fixed bodies by path; counts requests.
 
     ``block`` paths wait on ``release`` before answering (to test time
-    limits without sleeping).
+    limits without sleeping); ``no_length`` paths omit Content-Length; a
+    route whose type is ``redirect`` answers 302 to its body.
     """
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[str, bytes]] = {}
         self.hits: dict[str, int] = {}
         self.block: set[str] = set()
+        self.no_length: set[str] = set()
         self.release = threading.Event()
         server = self
 
@@ -328,9 +330,19 @@ class AiaServer:
                     self.send_error(404)
                     return
                 ctype, body = route
+                if ctype == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", body.decode())
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                if self.path in server.no_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 with contextlib.suppress(OSError):
                     self.wfile.write(body)
@@ -341,7 +353,9 @@ class AiaServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def url(self, path: str) -> str:
