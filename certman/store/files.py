@@ -240,6 +240,26 @@ class FileStore:
             raise self._io_error(exc, parts, name) from exc
         os.fsync(dfd)
 
+    def _create(self, dfd: int, name: str, data: bytes, mode: int, parts: Sequence[str]) -> None:
+        """Create a new file (``O_EXCL``) and fsync it; for private temp directories."""
+        try:
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                mode,
+                dir_fd=dfd,
+            )
+            try:
+                os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._io_error(exc, parts, name) from exc
+
     def _read(self, dfd: int, name: str, parts: Sequence[str] = ()) -> bytes:
         """Read ``name`` without following a symlink; ``FileNotFoundError`` propagates."""
         try:
@@ -399,11 +419,18 @@ class FileStore:
                 raise self._io_error(exc, parts, tmp) from exc
             try:
                 os.fchmod(vfd, 0o700)
-                vparts = (*parts, str(version))
-                self._write(vfd, "cert.pem", files.cert_pem, 0o644, vparts)
-                self._write(vfd, "chain.pem", files.chain_pem, 0o644, vparts)
-                self._write(vfd, "fullchain.pem", files.fullchain_pem, 0o644, vparts)
-                self._write(vfd, "privkey.pem", files.privkey_pem, 0o600, vparts)
+                vparts = (*parts, tmp)
+                # The temp directory is private until renamed, so its files
+                # need no rename of their own: create, write, fsync each, then
+                # fsync the directory once.
+                for fname, data, fmode in (
+                    ("cert.pem", files.cert_pem, 0o644),
+                    ("chain.pem", files.chain_pem, 0o644),
+                    ("fullchain.pem", files.fullchain_pem, 0o644),
+                    ("privkey.pem", files.privkey_pem, 0o600),
+                ):
+                    self._create(vfd, fname, data, fmode, vparts)
+                os.fsync(vfd)
             finally:
                 os.close(vfd)
             try:

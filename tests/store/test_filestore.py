@@ -249,17 +249,16 @@ def test_process_killed_mid_save_then_recovered(store: FileStore) -> None:
         f"""
         import os
         from certman.store import FileStore, CertificateFiles
-        from certman.store import files as files_mod
 
-        real_write = FileStore._write
+        real_create = FileStore._create
         count = 0
-        def dying_write(self, dfd, name, data, mode, parts=()):
+        def dying_create(self, dfd, name, data, mode, parts):
             global count
             count += 1
             if count == 3:  # cert.pem and chain.pem written, then the power goes
                 os._exit(9)
-            real_write(self, dfd, name, data, mode, parts)
-        FileStore._write = dying_write
+            real_create(self, dfd, name, data, mode, parts)
+        FileStore._create = dying_create
         s = FileStore({str(store.root)!r})
         s.save_certificate("example.org", CertificateFiles.from_parts(b"C2", b"H2", b"K2"))
         """
