@@ -605,11 +605,6 @@ def earliest_sct(cert: x509.Certificate) -> dt.datetime | None:
     return min(times).replace(tzinfo=UTC)
 
 
-def _org_of(name: x509.Name) -> str | None:
-    attrs = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return _norm(str(attrs[0].value)) if attrs else None
-
-
 def match_chain(
     path: Sequence[x509.Certificate],
     fingerprints: Iterable[str],
@@ -628,7 +623,9 @@ def match_chain(
         return []
     leaf = path[0]
     fps = set(fingerprints)
-    leaf_issuer_org = _org_of(leaf.issuer)
+    org_attrs = leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    leaf_issuer_org_raw = str(org_attrs[0].value) if org_attrs else None
+    leaf_issuer_org = _norm(leaf_issuer_org_raw) if leaf_issuer_org_raw is not None else None
     issued_nb = leaf.not_valid_before_utc
     issued_sct: dt.datetime | None = None
     out: list[DistrustMatch] = []
@@ -640,7 +637,7 @@ def match_chain(
         if hit:
             matched_by = f"fingerprint {sorted(hit)[0][:16]}…"
         elif leaf_issuer_org is not None and leaf_issuer_org in event.organizations:
-            matched_by = f"issuer O={leaf_issuer_org}"
+            matched_by = f"issuer O={leaf_issuer_org_raw}"
         else:
             for pattern in event.patterns:
                 if any(pattern.matches(c.issuer) for c in path):
