@@ -352,6 +352,15 @@ class FileStore:
                 path=self._where(parts, "key.pem"),
             ) from exc
 
+    def load_previous_account_key(self, directory_url: str, account_id: str) -> bytes | None:
+        """The key replaced by the last :meth:`save_account_key` (``key.prev.pem``), if any."""
+        parts = self._account_parts(directory_url, account_id)
+        try:
+            with self._dir(parts, create=False) as dfd:
+                return self._read(dfd, "key.prev.pem", parts)
+        except FileNotFoundError:
+            return None
+
     def list_accounts(self, directory_url: str | None = None) -> list[AccountRecord]:
         cas = [ca_key(directory_url)] if directory_url else self._list_dir(("accounts",))
         out: list[AccountRecord] = []

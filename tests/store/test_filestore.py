@@ -435,6 +435,8 @@ def test_accounts(store: FileStore) -> None:
     assert store.load_account_key(DIRECTORY, "1") == b"NEW KEY"
     prev = store.root / "accounts/127.0.0.1_14000/1/key.prev.pem"
     assert prev.read_bytes() == b"K1" and mode(prev) == 0o600
+    assert store.load_previous_account_key(DIRECTORY, "1") == b"K1"
+    assert store.load_previous_account_key(DIRECTORY, "2") is None
 
     with pytest.raises(StoreError) as err:
         store.update_account(AccountRecord("5", DIRECTORY, "https://x/acct/5"))
