@@ -780,10 +780,10 @@ class CertificateManager:
             return self._account
 
     def account(self) -> tuple[AccountRecord, PrivateKey]:
-        """The account in use; ``ConfigError`` ``no-account`` when there is none."""
+        """The account in use; ``CertmanError`` ``no-account`` when there is none."""
         found = self.find_account()
         if found is None:
-            raise ConfigError(
+            raise CertmanError(
                 f"no ACME account for {self.directory_url} in the store: register one "
                 "(certman account register --agree-tos, or pass --agree-tos)",
                 code="no-account",

@@ -18,6 +18,11 @@ from certman.cli._common import CliState
 
 # name -> "module:attribute". Add a line here when adding a command.
 COMMANDS: dict[str, str] = {
+    "account": "certman.cli.account_cmd:account_command",
+    "issue": "certman.cli.issue_cmd:issue_command",
+    "list": "certman.cli.list_cmd:list_command",
+    "renew": "certman.cli.renew_cmd:renew_command",
+    "revoke": "certman.cli.revoke_cmd:revoke_command",
     "inspect": "certman.cli.inspect_cmd:inspect_command",
     "metrics": "certman.cli.metrics_cmd:metrics_command",
     "scan": "certman.cli.scan_cmd:scan_command",
