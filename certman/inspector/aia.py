@@ -31,18 +31,22 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Final, Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from certman._version import __version__
 from certman.errors import InspectorError
-from certman.inspector.repair import build_path, issued_by
+from certman.inspector.inspection import InspectOptions, inspect, trust_store_for
+from certman.inspector.load import Bundle
+from certman.inspector.model import Finding, Report
+from certman.inspector.repair import build_path, describe, issued_by
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +409,84 @@ def fetch_missing(
     return FetchOutcome(tuple(fetched), False, tuple(errors))
 
 
+# Rules about the shape of what was received; on the completed chain they
+# would only describe certman's own re-assembly.
+_STRUCTURAL = frozenset({"chain-order", "extra-cert", "root-included", "missing-intermediate"})
+
+
+def inspect_with_fetching(
+    bundle: Bundle,
+    *,
+    fetcher: AiaFetcher,
+    now: dt.datetime,
+    host: str | None = None,
+    keys: Sequence[PrivateKeyTypes] = (),
+    options: InspectOptions | None = None,
+) -> Report:
+    """Inspect ``bundle`` as received and, if an issuer is missing, judge the rest via AIA.
+
+    The report stays about what was *received*: ``missing-intermediate``
+    still fires (the server or file is still broken; browsers that do not
+    fetch will fail), its message names what AIA supplied, and the chain
+    analysis and certificate list are unchanged. What the completed chain
+    adds is appended: findings about the fetched certificates themselves
+    (expired, distrusted, weak...; ``cert`` is None and the message names
+    the certificate), ``untrusted-root`` when the completed chain ends
+    outside the trust store, and findings that need the whole chain (e.g.
+    ``distrusted-ca`` matched by an intermediate's fingerprint).
+    """
+    opts = options or InspectOptions()
+    report = inspect(bundle, now=now, host=host, keys=keys, options=opts)
+    if report.chain.complete:
+        return report
+    store = trust_store_for(opts.trust_store)
+    outcome = fetch_missing(bundle.certificates, fetcher, now=now, anchors=store.certificates())
+    if not outcome.fetched:
+        note = "; AIA: " + "; ".join(outcome.errors) if outcome.errors else ""
+        return replace(
+            report,
+            findings=tuple(
+                replace(f, message=f.message + note) if f.rule == "missing-intermediate" else f
+                for f in report.findings
+            ),
+        )
+    n = len(bundle.certificates)
+    completed = inspect(
+        replace(bundle, certificates=bundle.certificates + outcome.fetched),
+        now=now,
+        host=host,
+        keys=keys,
+        options=opts,
+    )
+    names = ", ".join(repr(describe(c)) for c in outcome.fetched)
+    verdict = (
+        f"trusted via {completed.chain.anchor}"
+        if completed.chain.trusted
+        else "complete"
+        if completed.chain.complete
+        else "still incomplete"
+    )
+    findings: list[Finding] = [
+        replace(f, message=f"{f.message}; fetched over AIA: {names} (chain then {verdict})")
+        if f.rule == "missing-intermediate"
+        else f
+        for f in report.findings
+    ]
+    seen = {(f.rule, f.cert, f.message) for f in report.findings}
+    for f in completed.findings:
+        if f.rule in _STRUCTURAL or (f.rule, f.cert, f.message) in seen:
+            continue
+        if f.cert is not None and f.cert >= n:
+            f = replace(
+                f,
+                cert=None,
+                message=f"fetched {describe(outcome.fetched[f.cert - n])!r}: {f.message}",
+            )
+        findings.append(f)
+    findings.sort(key=lambda f: (-f.severity, f.cert if f.cert is not None else -1, f.rule))
+    return replace(report, findings=tuple(findings))
+
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
@@ -416,5 +498,6 @@ __all__ = [
     "MemoryAiaCache",
     "ca_issuers_urls",
     "fetch_missing",
+    "inspect_with_fetching",
     "parse_issuer_certs",
 ]

@@ -24,6 +24,7 @@ Network use: only the endpoints the caller names (plus DNS for their names).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ipaddress
 import logging
 import re
@@ -34,12 +35,21 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from certman.errors import InspectorError
+from certman.inspector.aia import AiaFetcher, inspect_with_fetching
+from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
+from certman.inspector.load import load_ders
+from certman.inspector.model import ScanResult
+
+if TYPE_CHECKING:
+    # Imported in EndpointSource.read(): sources.py recognises endpoint specs
+    # and so imports this module.
+    from certman.inspector.sources import RawChain
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +347,12 @@ def parse_endpoint_line(
     if len(fields) == 1:
         return parse_endpoint(fields[0], starttls=starttls, connect_to=connect_to)
     if len(fields) == 2:
-        return parse_endpoint(fields[0], starttls=starttls, connect_to=fields[1])
+        try:
+            return parse_endpoint(fields[0], starttls=starttls, connect_to=fields[1])
+        except InspectorError as exc:
+            if exc.code == "endpoint-bad-connect-to":
+                raise _bad(line, f"second field {fields[1]!r} is not HOST:PORT") from exc
+            raise
     raise _bad(line, "expected SPEC or SPEC CONNECT_TO on a line")
 
 
@@ -778,50 +793,32 @@ def _bad_spec_result(spec: str, exc: InspectorError) -> EndpointResult:
     )
 
 
-def fetch_chains(
-    endpoints: Iterable[Endpoint | str],
+R = TypeVar("R")
+
+
+def _run_bounded(
+    items: Iterable[Endpoint | str],
+    work: Callable[[Endpoint], R],
+    bad_spec: Callable[[str, InspectorError], R],
     *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    options: ConnectOptions | None = None,
-    starttls: str | None = "auto",
-    connect_to: str | None = None,
-    fetch: Callable[[Endpoint, ConnectOptions], EndpointResult] | None = None,
-) -> Iterator[EndpointResult]:
-    """Read the chains of many endpoints at once; yield results as they complete.
+    concurrency: int,
+    starttls: str | None,
+    connect_to: str | None,
+) -> Iterator[R]:
+    """Apply ``work`` to each endpoint on a thread pool; yield as completed.
 
-    ``endpoints`` is consumed lazily (a generator over a million-line file is
-    fine): at most ``concurrency`` connections are open and at most
-    ``concurrency`` more endpoints are parsed and waiting, so memory does not
-    grow with the length of the input. Strings are parsed with
-    :func:`parse_endpoint_line` using ``starttls`` and ``connect_to``; a
-    string that does not parse becomes an ``endpoint-bad-spec`` result.
-    Results come out in completion order, one per input item.
-
-    Closing the generator early cancels the endpoints not started yet;
-    connections in progress end within their timeouts.
+    Reads ``items`` lazily and keeps at most ``2 * concurrency`` endpoints
+    queued or running: the input is never read ahead further than that, so
+    memory is flat in the number of endpoints.
     """
     if concurrency < 1:
         raise InspectorError("concurrency must be at least 1", code="endpoint-bad-concurrency")
-    opts = options or ConnectOptions()
-    connect = fetch or (lambda ep, o: fetch_chain(ep, options=o))
-
-    def run(endpoint: Endpoint, opts: ConnectOptions) -> EndpointResult:
-        try:
-            return connect(endpoint, opts)
-        except Exception as exc:  # a bug must not stop a scan of thousands of hosts
-            log.exception("%s: unexpected error", endpoint.label)
-            return EndpointResult(
-                spec=endpoint.label,
-                endpoint=endpoint,
-                error=EndpointError(CODE_INTERNAL, f"internal error: {exc!r}", "internal"),
-            )
-
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="certman-endpoint")
-    pending: set[Future[EndpointResult]] = set()
+    pending: set[Future[R]] = set()
     # Queue a little beyond the worker count so no worker idles while this
     # generator is suspended in the caller's loop body.
     limit = concurrency * 2
-    source = iter(endpoints)
+    source = iter(items)
     exhausted = False
     try:
         while True:
@@ -839,9 +836,9 @@ def fetch_chains(
                             item, starttls=starttls, connect_to=connect_to
                         )
                     except InspectorError as exc:
-                        yield _bad_spec_result(item, exc)
+                        yield bad_spec(item, exc)
                         continue
-                pending.add(pool.submit(run, endpoint, opts))
+                pending.add(pool.submit(work, endpoint))
             if not pending:
                 return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -851,6 +848,168 @@ def fetch_chains(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def fetch_chains(
+    endpoints: Iterable[Endpoint | str],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    options: ConnectOptions | None = None,
+    starttls: str | None = "auto",
+    connect_to: str | None = None,
+    fetch: Callable[[Endpoint, ConnectOptions], EndpointResult] | None = None,
+) -> Iterator[EndpointResult]:
+    """Read the chains of many endpoints at once; yield results as they complete.
+
+    ``endpoints`` is consumed lazily (a generator over a million-line file is
+    fine): at most ``concurrency`` connections are open and at most
+    ``concurrency`` more endpoints are parsed and waiting, so memory does not
+    grow with the length of the input. Strings are parsed with
+    :func:`parse_endpoint_line` using ``starttls`` and ``connect_to``; a
+    string that does not parse becomes an ``endpoint-bad-spec`` result.
+    Results come out in completion order, one per input item. ``fetch``
+    replaces :func:`fetch_chain` (a seam for tests and instrumentation).
+
+    Closing the generator early cancels the endpoints not started yet;
+    connections in progress end within their timeouts.
+    """
+    opts = options or ConnectOptions()
+    connect = fetch or (lambda ep, o: fetch_chain(ep, options=o))
+
+    def work(endpoint: Endpoint) -> EndpointResult:
+        try:
+            return connect(endpoint, opts)
+        except Exception as exc:  # a bug must not stop a scan of thousands of hosts
+            log.exception("%s: unexpected error", endpoint.label)
+            return EndpointResult(
+                spec=endpoint.label,
+                endpoint=endpoint,
+                error=EndpointError(CODE_INTERNAL, f"internal error: {exc!r}", "internal"),
+            )
+
+    return _run_bounded(
+        endpoints,
+        work,
+        _bad_spec_result,
+        concurrency=concurrency,
+        starttls=starttls,
+        connect_to=connect_to,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Inspecting what endpoints send
+# ---------------------------------------------------------------------------
+
+
+def inspect_endpoint(
+    endpoint: Endpoint,
+    *,
+    now: dt.datetime,
+    options: InspectOptions | None = None,
+    connect: ConnectOptions | None = None,
+    fetcher: AiaFetcher | None = None,
+) -> ScanResult:
+    """Connect, read the chain as sent and inspect it, with ``host`` = the endpoint's name.
+
+    So ``hostname-mismatch`` fires for a certificate that does not cover the
+    name asked for (SNI). With a ``fetcher`` (the user's explicit opt-in),
+    a missing intermediate is looked up over AIA (see
+    :func:`certman.inspector.aia.inspect_with_fetching`). Never raises for
+    network trouble or bad chains: failures are error results.
+    """
+    label = endpoint.label
+    got = fetch_chain(endpoint, options=connect)
+    if got.error is not None:
+        return ScanResult(source=label, error=got.error.message, error_code=got.error.code)
+    try:
+        bundle = load_ders(got.chain, source=label)
+        if fetcher is not None:
+            report = inspect_with_fetching(
+                bundle, fetcher=fetcher, now=now, host=endpoint.host, options=options
+            )
+        else:
+            report = inspect(bundle, now=now, host=endpoint.host, options=options)
+    except InspectorError as exc:
+        return ScanResult(source=label, error=exc.message, error_code=exc.code)
+    return ScanResult(source=label, report=report)
+
+
+def scan_endpoints(
+    endpoints: Iterable[Endpoint | str],
+    *,
+    now: dt.datetime | None = None,
+    options: InspectOptions | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    connect: ConnectOptions | None = None,
+    starttls: str | None = "auto",
+    connect_to: str | None = None,
+    fetcher: AiaFetcher | None = None,
+) -> Iterator[ScanResult]:
+    """Inspect what many live endpoints send; yield one result per endpoint as it completes.
+
+    The fleet-scan counterpart of :func:`certman.scan` for live hosts:
+    ``endpoints`` (specs or :class:`Endpoint` objects, read lazily) are
+    handled by ``concurrency`` threads, each connecting and inspecting, with
+    the same flat-memory bounds as :func:`fetch_chains`. Every result's
+    ``source`` is the endpoint's label; unreachable endpoints and bad specs
+    are error results with the codes listed in ``ERROR_CODES``.
+
+    ``fetcher`` is the opt-in to AIA fetching: without it nothing but the
+    endpoints themselves (and DNS) is contacted.
+    """
+    when = utc_now(now)
+    opts = options or InspectOptions()
+    conn = connect or ConnectOptions()
+    trust_store_for(opts.trust_store)  # load once, before the threads race for it
+
+    def work(endpoint: Endpoint) -> ScanResult:
+        try:
+            return inspect_endpoint(endpoint, now=when, options=opts, connect=conn, fetcher=fetcher)
+        except Exception as exc:  # a bug must not stop a scan of thousands of hosts
+            log.exception("%s: unexpected error", endpoint.label)
+            return ScanResult(
+                source=endpoint.label, error=f"internal error: {exc!r}", error_code=CODE_INTERNAL
+            )
+
+    def bad_spec(spec: str, exc: InspectorError) -> ScanResult:
+        return ScanResult(source=spec, error=exc.message, error_code=exc.code)
+
+    return _run_bounded(
+        endpoints,
+        work,
+        bad_spec,
+        concurrency=concurrency,
+        starttls=starttls,
+        connect_to=connect_to,
+    )
+
+
+@dataclass(frozen=True)
+class EndpointSource:
+    """A live endpoint as a :class:`certman.inspector.sources.Source` plug-in.
+
+    For mixing endpoints into :func:`certman.scan` (which reads sources in
+    worker processes, one at a time per worker); for many endpoints,
+    :func:`scan_endpoints` is much faster (``concurrency`` connections at
+    once). Picklable. ``read()`` raises :class:`InspectorError` with the
+    endpoint error code when no chain was received.
+    """
+
+    endpoint: Endpoint
+    options: ConnectOptions = ConnectOptions()
+
+    @property
+    def id(self) -> str:
+        return self.endpoint.label
+
+    def read(self) -> RawChain:
+        from certman.inspector.sources import RawChain
+
+        got = fetch_chain(self.endpoint, options=self.options)
+        if got.error is not None:
+            raise InspectorError(got.error.message, code=got.error.code, source=self.id)
+        return RawChain(ders=got.chain, host=self.endpoint.host)
 
 
 __all__ = [
@@ -865,11 +1024,14 @@ __all__ = [
     "Endpoint",
     "EndpointError",
     "EndpointResult",
+    "EndpointSource",
     "fetch_chain",
     "fetch_chains",
+    "inspect_endpoint",
     "iter_endpoint_lines",
     "looks_like_endpoint",
     "parse_connect_to",
     "parse_endpoint",
     "parse_endpoint_line",
+    "scan_endpoints",
 ]

@@ -144,7 +144,9 @@ def _walk(
             break
         candidates = [c for c in pool if _der(c) not in used and issued_by(current, c)]
         candidates.sort(key=lambda c: (_valid_at(c, now), c.not_valid_after_utc), reverse=True)
-        trusted = next((a for a in anchors if issued_by(current, a)), None)
+        trusted = next(
+            (a for a in anchors if a.subject == current.issuer and issued_by(current, a)), None
+        )
         if candidates and (trusted is None or _valid_at(candidates[0], now)):
             current = candidates[0]
             path.append(current)
