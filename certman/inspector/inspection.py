@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.utils import CryptographyDeprecationWarning
 
 from certman.errors import ConfigError
 from certman.inspector.chain import TrustStore, analyze_chain, default_trust_store, fingerprint
@@ -145,6 +147,17 @@ def _key(cert: x509.Certificate) -> KeyInfo:
 
 
 _INFO_CACHE: dict[x509.Certificate, CertificateInfo] = {}
+_NAME_TEXT: dict[x509.Name, str] = {}
+
+
+def _name_text(name: x509.Name) -> str:
+    """RFC 4514 text of an issuer name, memoised (thousands of leaves share an issuer)."""
+    text = _NAME_TEXT.get(name)
+    if text is None:
+        if len(_NAME_TEXT) > 10_000:
+            _NAME_TEXT.clear()
+        text = _NAME_TEXT[name] = name.rfc4514_string()
+    return text
 
 
 def certificate_info(cert: x509.Certificate, index: int, now: dt.datetime) -> CertificateInfo:
@@ -158,7 +171,7 @@ def certificate_info(cert: x509.Certificate, index: int, now: dt.datetime) -> Ce
     info = CertificateInfo(
         index=index,
         subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        issuer=_name_text(cert.issuer),
         serial=format(cert.serial_number, "X"),
         sha256=fingerprint(cert),
         not_before=cert.not_valid_before_utc,
@@ -245,20 +258,25 @@ def inspect(
     when = utc_now(now)
     bundle = as_bundle(source, opts)
     trust = store if store is not None else trust_store_for(opts.trust_store)
-    chain = analyze_chain(bundle.certificates, store=trust)
-    infos = tuple(certificate_info(c, i, when) for i, c in enumerate(bundle.certificates))
-    all_keys = tuple(bundle.keys) + tuple(keys)
-    ctx = RuleContext(
-        bundle=bundle,
-        infos=infos,
-        chain=chain,
-        now=when,
-        expiring_days=opts.expiring_days,
-        host=host,
-        keys=all_keys,
-        distrust=opts.distrust,
-    )
-    findings = run_rules(ctx, opts.rules)
+    with warnings.catch_warnings():
+        # Certificates that break RFC 5280 (negative serials...) warn on every
+        # read of the field; an audit reports on them, it does not print (as
+        # in load.py).
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        chain = analyze_chain(bundle.certificates, store=trust)
+        infos = tuple(certificate_info(c, i, when) for i, c in enumerate(bundle.certificates))
+        all_keys = tuple(bundle.keys) + tuple(keys)
+        ctx = RuleContext(
+            bundle=bundle,
+            infos=infos,
+            chain=chain,
+            now=when,
+            expiring_days=opts.expiring_days,
+            host=host,
+            keys=all_keys,
+            distrust=opts.distrust,
+        )
+        findings = run_rules(ctx, opts.rules)
     return Report(
         source=bundle.source,
         format=bundle.format,

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
@@ -37,8 +38,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 """Files larger than this (bytes) are refused: a certificate bundle is a few KiB."""
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
-_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
+# BEGIN and END lines, found in one linear pass. (A single regex for a whole
+# block, BEGIN (.*?) END \1, rescans to the end of the input for every BEGIN
+# without its END: hostile input of 100 KB of BEGIN lines took seconds, the
+# 10 MB cap hours.)
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 #]{1,64})-----")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"}
@@ -105,7 +109,7 @@ def load_ders(ders: Sequence[bytes], *, source: str = "<der>") -> Bundle:
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         for i, der in enumerate(ders):
             try:
-                certs.append(_cached_der(der) if i else x509.load_der_x509_certificate(der))
+                certs.append(_cached_der(der) if i else _load_der(der))
             except ValueError as exc:
                 problems.append(f"certificate #{i}: {exc}")
     if not certs:
@@ -153,15 +157,33 @@ def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKe
         if b"-----BEGIN" in data:
             return serialization.load_pem_private_key(data, password)
         return serialization.load_der_private_key(data, password)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # The message of cryptography never contains key material.
         raise InspectorError(f"cannot read private key: {exc}", code="bad-key") from exc
+
+
+def _checked(cert: x509.Certificate) -> x509.Certificate:
+    """``cert``, once the parts cryptography parses lazily are known to parse.
+
+    ``load_der_x509_certificate`` accepts a certificate whose names or
+    extensions are malformed and raises ``ValueError`` only when they are
+    first read; reading them here makes such a certificate a parse problem of
+    its block (ValueError) instead of an exception escaping ``inspect``.
+    """
+    cert.subject  # noqa: B018 - parsed for the side effect of validating it
+    cert.issuer  # noqa: B018
+    cert.extensions  # noqa: B018
+    return cert
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    return _checked(x509.load_der_x509_certificate(der))
 
 
 def _cached_der(der: bytes) -> x509.Certificate:
     cert = _PARSE_CACHE.get(der)
     if cert is None:
-        cert = x509.load_der_x509_certificate(der)
+        cert = _load_der(der)
         if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
             _PARSE_CACHE.clear()
         _PARSE_CACHE[der] = cert
@@ -180,39 +202,87 @@ def _der_prefix(der: bytes) -> bytes:
     return der[: 2 + n + length]
 
 
+def _pem_blocks(data: bytes) -> tuple[list[tuple[bytes, bytes, bytes]], int]:
+    """``(label, body, whole block)`` of each complete PEM block, and the BEGIN count.
+
+    A BEGIN line is closed by the next marker if that is the END line of the
+    same label; a BEGIN followed by another BEGIN is an unterminated block (so
+    a truncated block does not swallow the complete one after it).
+    """
+    blocks: list[tuple[bytes, bytes, bytes]] = []
+    begins = 0
+    open_: re.Match[bytes] | None = None
+    for marker in _PEM_MARKER.finditer(data):
+        if marker.group(1) == b"BEGIN":
+            begins += 1
+            open_ = marker
+        elif open_ is not None and marker.group(2) == open_.group(2):
+            blocks.append(
+                (
+                    open_.group(2),
+                    data[open_.end() : marker.start()],
+                    data[open_.start() : marker.end()],
+                )
+            )
+            open_ = None
+    return blocks, begins
+
+
 def _load_pem(data: bytes, source: str, password: bytes | None) -> Bundle:
+    # Fast path, the common case of a fleet: only CERTIFICATE blocks, all
+    # complete. cryptography's Rust PEM reader does it in one call; anything
+    # else (keys, PKCS#7, damage) takes the block-by-block path below, which
+    # can say what was wrong where.
+    begins = data.count(b"-----BEGIN ")
+    if (
+        begins
+        and data.count(b"-----BEGIN CERTIFICATE-----") == begins
+        and data.count(b"-----END CERTIFICATE-----") == begins
+    ):
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            pass
+        else:
+            if len(certs) == begins:
+                return Bundle(source, tuple(certs))
+    return _load_pem_blocks(data, source, password)
+
+
+def _load_pem_blocks(data: bytes, source: str, password: bytes | None) -> Bundle:
     certs: list[x509.Certificate] = []
     keys: list[PrivateKeyTypes] = []
     problems: list[str] = []
     fmt = "pem"
+    found, begins = _pem_blocks(data)
     blocks = 0
-    for match in _PEM_BLOCK.finditer(data):
+    for label, body, whole in found:
         blocks += 1
-        label, body = match.group(1), match.group(2)
         try:
             if label in _CERT_LABELS:
                 if certs:
                     cert = _PARSE_CACHE.get(body)
                     if cert is None:
-                        cert = x509.load_der_x509_certificate(_decode(body, label))
+                        cert = _load_der(_decode(body, label))
                         if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
                             _PARSE_CACHE.clear()
                         _PARSE_CACHE[body] = cert
                 else:
-                    cert = x509.load_der_x509_certificate(_decode(body, label))
+                    cert = _load_der(_decode(body, label))
                 certs.append(cert)
             elif label in _PKCS7_LABELS:
-                certs.extend(pkcs7.load_der_pkcs7_certificates(_decode(body, label)))
+                p7 = pkcs7.load_der_pkcs7_certificates(_decode(body, label))
+                certs.extend([_checked(c) for c in p7])
                 fmt = "pkcs7"
             elif label in _KEY_LABELS or label in _ENCRYPTED_KEY_LABELS:
                 try:
-                    keys.append(serialization.load_pem_private_key(match.group(0), password))
+                    keys.append(serialization.load_pem_private_key(whole, password))
                 except TypeError:
                     problems.append("an encrypted private key (no password given) was skipped")
             # Other blocks (CSRs, parameters, ...) are not ours to judge.
-        except (ValueError, binascii.Error) as exc:
+        except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
             problems.append(f"block #{blocks} ({label.decode()}): {exc}")
-    if len(_PEM_BEGIN.findall(data)) > blocks:
+    if begins > blocks:
         if not certs:
             raise InspectorError(
                 f"{source}: truncated PEM (a BEGIN line without its END line)",
@@ -255,20 +325,20 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 def _load_binary(data: bytes, source: str, password: bytes | None) -> Bundle:
     if data[:1] == b"\x30":
         try:
-            return Bundle(source, (x509.load_der_x509_certificate(data),), format="der")
-        except ValueError:
+            return Bundle(source, (_load_der(data),), format="der")
+        except (ValueError, UnsupportedAlgorithm):
             pass
         if _looks_like_pkcs12(data):
             return _load_pkcs12(data, source, password)
         try:
-            p7 = pkcs7.load_der_pkcs7_certificates(data)
-        except ValueError:
+            p7 = [_checked(c) for c in pkcs7.load_der_pkcs7_certificates(data)]
+        except (ValueError, UnsupportedAlgorithm):  # e.g. PKCS#7 that is not signedData
             p7 = []
         if p7:
             return Bundle(source, tuple(p7), format="pkcs7")
         try:
             serialization.load_der_private_key(data, password)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             pass
         else:
             raise InspectorError(
@@ -286,18 +356,21 @@ def _load_pkcs12(data: bytes, source: str, password: bytes | None) -> Bundle:
     for attempt in attempts:
         try:
             p12 = pkcs12.load_pkcs12(data, attempt)
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             continue
         certs: list[x509.Certificate] = []
-        if p12.cert is not None:
-            certs.append(p12.cert.certificate)
-        certs.extend(c.certificate for c in p12.additional_certs)
+        problems: list[str] = []
+        for entry in ([p12.cert] if p12.cert is not None else []) + list(p12.additional_certs):
+            try:
+                certs.append(_checked(entry.certificate))
+            except ValueError as exc:
+                problems.append(f"certificate #{len(certs) + len(problems)}: {exc}")
         if not certs:
             raise InspectorError(
                 f"{source}: PKCS#12 without certificates", code="no-certificate", source=source
             )
         keys = (p12.key,) if p12.key is not None else ()
-        return Bundle(source, tuple(certs), keys, "pkcs12")
+        return Bundle(source, tuple(certs), keys, "pkcs12", tuple(problems))
     hint = "wrong password" if password is not None else "a password is needed (--password)"
     raise InspectorError(
         f"{source}: cannot decrypt PKCS#12: {hint}", code="pkcs12-password", source=source

@@ -124,9 +124,35 @@ def chain_dict(report: Report) -> dict[str, Any]:
     }
 
 
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_CERT_JSON: dict[tuple[str, int, int], str] = {}
+
+
+def _cert_json(info: CertificateInfo) -> str:
+    # Intermediates recur in every bundle of a fleet: their JSON is made once.
+    key = (info.sha256, info.index, info.days_left)
+    text = _CERT_JSON.get(key)
+    if text is None:
+        text = _DUMPS(certificate_dict(info))
+        if info.index:
+            if len(_CERT_JSON) > 10_000:
+                _CERT_JSON.clear()
+            _CERT_JSON[key] = text
+    return text
+
+
 def jsonl_line(result: ScanResult, flt: Filter | None = None) -> str:
-    """One compact JSON line (no trailing newline)."""
-    return json.dumps(result_dict(result, flt), separators=(",", ":"), ensure_ascii=False)
+    """One compact JSON line (no trailing newline); same object as :func:`result_dict`."""
+    report = result.report
+    if report is None:
+        return _DUMPS(result_dict(result, flt))
+    flt = flt or Filter()
+    certs = ",".join(_cert_json(c) for c in report.certificates)
+    findings = _DUMPS([finding_dict(f) for f in flt.findings(report.findings)])
+    return (
+        f'{{"source":{_DUMPS(result.source)},"status":"ok","error":null,"error_code":null,'
+        f'"certificates":[{certs}],"findings":{findings}}}'
+    )
 
 
 # --- text -------------------------------------------------------------------
