@@ -9,6 +9,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from certman.challenges import ChallengeTask, HTTP01Server, MemoryTokenStore, StandaloneSolver
 from certman.challenges.server import parse_listen_address
@@ -332,3 +334,16 @@ def test_parse_listen_address_errors(spec: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_listen_address(spec)
     assert err.value.code == "config-bad-listen"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(junk=st.binary(max_size=3000))
+def test_any_request_gets_a_well_formed_refusal(server: HTTP01Server, junk: bytes) -> None:
+    """Whatever arrives, the answer is a complete HTTP response, and never the key auth."""
+    response = raw(server.port, junk + b"\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 ")
+    assert status_of(response) in {400, 404, 405, 414, 431, 505}
+    assert KEYAUTH.encode() not in body

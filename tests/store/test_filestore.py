@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from certman.errors import StoreError
 from certman.store import (
@@ -558,3 +560,45 @@ def test_bad_account_values_refused(store: FileStore) -> None:
             store.save_account(record, b"K")
         assert err.value.code == "store-bad-value"
     assert store.list_accounts() == []
+
+
+# -- property: any meta round-trips through meta.json ---------------------------------
+
+
+utc_times = st.one_of(
+    st.none(),
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
+    ),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+metas = st.builds(
+    CertificateMeta,
+    name=st.just("prop.example"),
+    names=st.lists(st.text(min_size=1, max_size=30), max_size=4).map(tuple),
+    key_type=st.sampled_from(["ec-p256", "ec-p384", "rsa-2048"]),
+    profile=st.none() | st.text(max_size=10),
+    created_at=utc_times,
+    ari_window_start=utc_times,
+    next_retry_at=utc_times,
+    last_error=st.none() | st.text(max_size=50),
+    consecutive_failures=st.integers(0, 10_000),
+    deploy_hooks=st.lists(st.text(max_size=30), max_size=3).map(tuple),
+    solver_options=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    extra=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(meta=metas)
+def test_any_meta_round_trips(store: FileStore, meta: CertificateMeta) -> None:
+    store.save_meta(meta)
+    assert store.load_meta("prop.example") == meta
