@@ -177,7 +177,7 @@ class TrustStore:
                 result.root.subject.rfc4514_string(),
                 fingerprint(result.root),
             )
-        if len(self._anchors) > 10_000:
+        if len(self._anchors) > 1024:
             self._anchors.clear()
         self._anchors[top] = result
         return result
@@ -266,7 +266,7 @@ def signed_by(
     if key in _SIG_CACHE:
         return _SIG_CACHE[key]
     result = _signed_by(child, issuer)
-    if len(_SIG_CACHE) > 20_000:
+    if len(_SIG_CACHE) > 2048:
         _SIG_CACHE.clear()
     _SIG_CACHE[key] = result
     return result

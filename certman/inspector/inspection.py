@@ -154,7 +154,7 @@ def _name_text(name: x509.Name) -> str:
     """RFC 4514 text of an issuer name, memoised (thousands of leaves share an issuer)."""
     text = _NAME_TEXT.get(name)
     if text is None:
-        if len(_NAME_TEXT) > 10_000:
+        if len(_NAME_TEXT) > 2048:
             _NAME_TEXT.clear()
         text = _NAME_TEXT[name] = name.rfc4514_string()
     return text
@@ -185,7 +185,7 @@ def certificate_info(cert: x509.Certificate, index: int, now: dt.datetime) -> Ce
         self_signed=cert.subject == cert.issuer,
     )
     if index:
-        if len(_INFO_CACHE) > 10_000:
+        if len(_INFO_CACHE) > 512:
             _INFO_CACHE.clear()
         _INFO_CACHE[cert] = info
     return info

@@ -48,10 +48,12 @@ _PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"}
 _ENCRYPTED_KEY_LABELS = {b"ENCRYPTED PRIVATE KEY"}
 
-# Parsed intermediates, keyed by their PEM block (or DER) bytes. Bounded: the
-# cache is cleared wholesale when full, which is cheap and keeps memory flat.
+# Parsed intermediates, keyed by their PEM block (or DER) bytes. Bounded and
+# small, like every per-process cache of the inspector: a fleet has few
+# intermediates, and leaves that slip in (bundles in the wrong order) only
+# cause a cheap wholesale clear now and then, so memory stays flat.
 _PARSE_CACHE: dict[bytes, x509.Certificate] = {}
-_PARSE_CACHE_MAX = 4096
+_PARSE_CACHE_MAX = 512
 
 
 @dataclass(frozen=True)

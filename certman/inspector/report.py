@@ -135,7 +135,7 @@ def _cert_json(info: CertificateInfo) -> str:
     if text is None:
         text = _DUMPS(certificate_dict(info))
         if info.index:
-            if len(_CERT_JSON) > 10_000:
+            if len(_CERT_JSON) > 512:
                 _CERT_JSON.clear()
             _CERT_JSON[key] = text
     return text
