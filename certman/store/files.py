@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -650,6 +650,29 @@ class FileStore:
                 os.fsync(dfd)
         except FileNotFoundError:
             return
+
+    def purge_tokens(self, now: datetime, max_age: timedelta = timedelta(days=1)) -> int:
+        """Delete tokens published more than ``max_age`` before ``now``; return how many.
+
+        Tokens are normally withdrawn by the solver's cleanup; this removes
+        the ones left behind by a process that died mid-order.
+        """
+        cutoff = (now - max_age).timestamp()
+        removed = 0
+        try:
+            with self._dir(("tokens",), create=False) as dfd:
+                for entry in os.listdir(dfd):
+                    if not (is_valid_token(entry) or entry.startswith(_TMP_PREFIX)):
+                        continue
+                    try:
+                        if os.stat(entry, dir_fd=dfd, follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry, dir_fd=dfd)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+        except FileNotFoundError:
+            return 0
+        return removed
 
     # -- locks -----------------------------------------------------------------
 

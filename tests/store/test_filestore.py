@@ -602,3 +602,15 @@ metas = st.builds(
 def test_any_meta_round_trips(store: FileStore, meta: CertificateMeta) -> None:
     store.save_meta(meta)
     assert store.load_meta("prop.example") == meta
+
+
+def test_purge_stale_tokens(store: FileStore) -> None:
+    store.put_token("old", "old.x")
+    store.put_token("new", "new.x")
+    old_time = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    os.utime(store.root / "tokens" / "old", (old_time, old_time))
+    now = datetime(2026, 1, 3, tzinfo=UTC)
+    os.utime(store.root / "tokens" / "new", (now.timestamp(), now.timestamp()))
+    assert store.purge_tokens(now, timedelta(days=1)) == 1
+    assert store.get_token("old") is None and store.get_token("new") == "new.x"
+    assert FileStore(store.root.parent / "empty").purge_tokens(now) == 0
