@@ -26,6 +26,10 @@ COMMANDS: dict[str, str] = {
     "inspect": "certman.cli.inspect_cmd:inspect_command",
     "metrics": "certman.cli.metrics_cmd:metrics_command",
     "scan": "certman.cli.scan_cmd:scan_command",
+    "db": "certman.cli.db_cmd:db_command",
+    "export": "certman.cli.export_cmd:export_command",
+    "migrate": "certman.cli.migrate_cmd:migrate_command",
+    "serve-http01": "certman.cli.serve_cmd:serve_command",
 }
 
 
