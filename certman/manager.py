@@ -1501,7 +1501,7 @@ class CertificateManager:
                 "renewed",
                 began,
                 dry_run=dry_run,
-                replaced=replaces,
+                replaced=issued.replaces,
             )
         except CertmanError as exc:
             # The store refused the new version; the old one is still live.

@@ -1,0 +1,47 @@
+"""Fixtures for the manager tests: one real Pebble for the whole package.
+
+Pebble keeps its nonce chaos (5% ``badNonce``) but reuses no authorization
+(``authz_reuse=0``), so a test that makes validation fail really fails
+instead of riding on an authorization left valid by an earlier order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certman.manager import CertificateManager, SolverSpec
+from certman.store import FileStore
+from certman.testing import LocalPebble
+from tests.conftest import require_tool
+
+BLOCKED = "blocked.example"
+
+
+@pytest.fixture(scope="session")
+def pebble() -> Iterator[LocalPebble]:
+    require_tool("pebble", package="pebble")
+    require_tool("pebble-challtestsrv", package="pebble")
+    with LocalPebble(authz_reuse=0, domain_blocklist=[BLOCKED]) as running:
+        yield running
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "home")
+
+
+@pytest.fixture()
+def manager(pebble: LocalPebble, store: FileStore) -> Iterator[CertificateManager]:
+    """A manager with a registered account answering HTTP-01 on Pebble's port."""
+    with CertificateManager(
+        store,
+        server=pebble.directory_url,
+        ca_bundle=pebble.ca_bundle,
+        default_solver=SolverSpec.standalone("127.0.0.1", pebble.http_port),
+        concurrency=4,
+    ) as m:
+        m.register_account(agree_tos=True)
+        yield m
