@@ -184,6 +184,7 @@ def export_live(
     ``failed``); a store that cannot be read at all raises ``StoreError``.
     """
     root = Path(dest).absolute()
+    wanted = list(names) if names is not None else store.list_certificates()
     try:
         _mkdir_private(root)
         _mkdir_private(root / "certs")
@@ -193,7 +194,6 @@ def export_live(
             code="store-io",
             path=str(root),
         ) from exc
-    wanted = list(names) if names is not None else store.list_certificates()
     changed: list[str] = []
     unchanged: list[str] = []
     failed: dict[str, str] = {}
