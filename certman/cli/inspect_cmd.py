@@ -7,6 +7,7 @@ distrust list, thresholds, filters), so both commands parse them the same way.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,10 +15,18 @@ from typing import Any, TypeVar
 import click
 
 from certman.cli._common import EXIT_FAILURE, EXIT_OK, echo_json, handle_errors
-from certman.errors import InspectorError
+from certman.cli._endpoints import (
+    EndpointSettings,
+    FixOutcome,
+    endpoint_options,
+    fix_bundle,
+    load_targets,
+)
+from certman.errors import ConfigError, InspectorError
+from certman.inspector.aia import inspect_with_fetching
 from certman.inspector.distrust import EVENTS, DistrustEvent, load_distrust_file, user_event
 from certman.inspector.inspection import InspectOptions, inspect
-from certman.inspector.load import DEFAULT_MAX_SIZE, load_file, load_private_key, read_file
+from certman.inspector.load import DEFAULT_MAX_SIZE, load_private_key, read_file
 from certman.inspector.model import ScanResult, Severity
 from certman.inspector.report import Filter, only_rules, render_text, result_dict
 
@@ -116,7 +125,7 @@ def parse_fail_on(text: str) -> Severity | None:
 
 
 @click.command("inspect")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option(
     "--host", help="Check that the certificate covers this host name (hostname-mismatch)."
 )
@@ -132,7 +141,16 @@ def parse_fail_on(text: str) -> Severity | None:
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     help="Judge as of this UTC date instead of now (e.g. for 'will this be distrusted').",
 )
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Write the chain put right (leaf, then intermediates in order, no root) to -o FILE.",
+)
+@click.option(
+    "-o", "--output", metavar="FILE", help="Where --fix writes the PEM chain ('-': stdout)."
+)
 @shared_options
+@endpoint_options(many=False)
 @handle_errors
 def inspect_command(
     files: tuple[str, ...],
@@ -149,10 +167,23 @@ def inspect_command(
     fail_on: str,
     password: str | None,
     max_size: int,
+    fix: bool,
+    output: str | None,
+    endpoints: tuple[str, ...],
+    connect_to: str | None,
+    starttls: str,
+    timeout: float,
+    concurrency: int,
+    fetch_intermediates: bool,
 ) -> None:
-    """Inspect certificate bundles: certificates, chain, findings.
+    """Inspect certificate bundles or live TLS endpoints: certificates, chain, findings.
 
     Reads PEM (one or many certificates, keys), DER, PKCS#7 and PKCS#12.
+    An argument like host:port, https://host[:port], [::1]:8443 or
+    smtp://host (when no file of that name exists), or --endpoint SPEC, is
+    a live endpoint: its chain is judged exactly as sent, and its name
+    checked (hostname-mismatch). --fix -o FILE writes the chain put right;
+    --fetch-intermediates lets it fetch a missing intermediate (AIA).
 
     \b
     Examples:
@@ -160,6 +191,13 @@ def inspect_command(
       certman inspect fullchain.pem --key privkey.pem --host example.org
       certman inspect site.p12 --password secret --json
       certman inspect cert.pem --trust-store my-private-ca.pem
+      certman inspect example.org:443
+      certman inspect smtp://mail.example.org --json
+      certman inspect --endpoint shop.example --connect-to 10.0.0.5:443
+      certman inspect broken.pem --fix -o fixed.pem --fetch-intermediates
+
+    With --fix the exit status is about the fixed chain: 0 when it was
+    written and has no finding at or above --fail-on.
 
     Exit status: 0 fine, 1 a finding at or above --fail-on or an unreadable
     file, 2 usage error.
@@ -184,18 +222,75 @@ def inspect_command(
                 password=options.password,
             )
         )
+    settings = EndpointSettings.from_flags(
+        connect_to=connect_to,
+        starttls=starttls,
+        timeout=timeout,
+        concurrency=concurrency,
+        fetch_intermediates=fetch_intermediates,
+    )
+    if not files and not endpoints:
+        raise ConfigError("nothing to inspect: give FILE... or --endpoint", code="no-input")
+    if output is not None and not fix:
+        raise ConfigError("-o/--output is for --fix", code="bad-fix")
+    if fix and (output is None or len(files) + len(endpoints) != 1):
+        raise ConfigError("--fix needs exactly one FILE or endpoint, and -o FILE", code="bad-fix")
+    fetcher = settings.fetcher()
     results: list[ScanResult] = []
-    for name in files:
+    fixes: list[FixOutcome] = []
+    targets = load_targets(files, endpoints, settings, password=options.password, max_size=max_size)
+    for name, loaded, target_host in targets:
         try:
-            bundle = load_file(name, password=options.password, max_size=max_size)
-            report = inspect(bundle, now=when, host=host, keys=keys, options=options)
+            if isinstance(loaded, InspectorError):
+                raise loaded
+            check_host = host or target_host
+            if fetcher is not None:
+                report = inspect_with_fetching(
+                    loaded, fetcher=fetcher, now=when, host=check_host, keys=keys, options=options
+                )
+            else:
+                report = inspect(loaded, now=when, host=check_host, keys=keys, options=options)
             results.append(ScanResult(source=name, report=report))
+            if fix and output is not None:
+                fixes.append(
+                    fix_bundle(
+                        loaded,
+                        output,
+                        now=when,
+                        host=check_host,
+                        options=options,
+                        fetcher=fetcher,
+                        threshold=threshold,
+                        keys=keys,
+                    )
+                )
         except InspectorError as exc:
             results.append(ScanResult(source=name, error=exc.message, error_code=exc.code))
     if as_json:
-        echo_json([result_dict(r, flt, chain=True) for r in results])
-    else:
+        objs = [result_dict(r, flt, chain=True) for r in results]
+        for obj, outcome in zip(objs, fixes, strict=False):
+            obj["fix"] = outcome.to_dict(output or "")
+        if output != "-":
+            echo_json(objs)
+        else:
+            click.echo(json.dumps(objs, sort_keys=True, default=str), err=True)
+    elif output != "-":
         click.echo("\n".join(render_text(r, flt) for r in results), nl=False)
+    for outcome in fixes:
+        if outcome.error is not None:
+            click.echo(f"certman: error: {outcome.error} [fix-incomplete]", err=True)
+            continue
+        assert outcome.repaired is not None
+        what = "; ".join(outcome.repaired.changes) or "no change needed"
+        click.echo(
+            f"certman: wrote {len(outcome.repaired.certificates)} certificates to {output}: {what}",
+            err=True,
+        )
+        for f in outcome.remaining:
+            click.echo(f"certman: still {f.severity}: {f.rule}: {f.message}", err=True)
+    if fixes:
+        ok = all(o.written and not o.remaining for o in fixes) and all(r.ok for r in results)
+        raise SystemExit(EXIT_OK if ok else EXIT_FAILURE)
     failed = any(not r.ok for r in results) or (
         threshold is not None
         and any(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from collections.abc import Callable
 import click
 
 from certman.cli._common import EXIT_FAILURE, EXIT_OK, handle_errors, is_tty
+from certman.cli._endpoints import EndpointSettings, endpoint_options, endpoint_specs, split_targets
 from certman.cli.inspect_cmd import build_options, parse_fail_on, shared_options
+from certman.errors import ConfigError
+from certman.inspector.endpoints import scan_endpoints
 from certman.inspector.model import ScanResult, Severity
 from certman.inspector.report import (
     CSV_HEADER,
@@ -52,7 +56,7 @@ class _Progress:
 
 
 @click.command("scan")
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
 @click.option(
     "--format",
     "fmt",
@@ -72,6 +76,7 @@ class _Progress:
     "-a", "--all", "show_all", is_flag=True, help="Table: list sources without findings too."
 )
 @shared_options
+@endpoint_options(many=True)
 @handle_errors
 def scan_command(
     sources: tuple[str, ...],
@@ -88,12 +93,24 @@ def scan_command(
     fail_on: str,
     password: str | None,
     max_size: int,
+    endpoints: tuple[str, ...],
+    endpoints_file: str | None,
+    connect_to: str | None,
+    starttls: str,
+    timeout: float,
+    concurrency: int,
+    fetch_intermediates: bool,
 ) -> None:
-    """Scan files, directories (recursively), globs or stdin for certificate problems.
+    """Scan files, directories (recursively), globs, stdin or live TLS endpoints.
 
     SOURCE is a file, a directory, a glob ('certs/**/*.pem'), or '-' for
     stdin carrying concatenated PEM or JSON lines {"id": ..., "pem": ...}
     (what psql/sqlite3 can emit). Results stream; memory stays flat.
+
+    Live endpoints: arguments like host:port, https://host, [::1]:8443 or
+    smtp://mail.example.org (unless a file of that name exists), --endpoint
+    SPEC, or --endpoints-file FILE|- (one per line). The chain is judged as
+    the server sends it, with the host name checked (see docs/endpoints.md).
 
     \b
     Examples:
@@ -104,6 +121,9 @@ def scan_command(
       certman scan /srv/certs --distrust 'O=Example CA' --distrust-file bad-cas.toml
       sqlite3 -json db.sqlite "select id, pem from certs" | jq -c '.[]' | certman scan -
       psql -At -c "select json_build_object('id', id, 'pem', pem) from certs" | certman scan -
+      certman scan example.org:443 https://shop.example.com smtp://mail.example.com
+      certman scan --endpoints-file customers.txt --only distrusted-ca --format jsonl
+      certman scan --endpoint shop.example --connect-to 10.0.0.5:443 --fetch-intermediates
 
     Exit status: 0 fine, 1 a shown finding at or above --fail-on (default
     high) or an unreadable source, 2 usage error.
@@ -124,6 +144,23 @@ def scan_command(
         expiring_within=expiring_within,
     )
     threshold = parse_fail_on(fail_on)
+    settings = EndpointSettings.from_flags(
+        connect_to=connect_to,
+        starttls=starttls,
+        timeout=timeout,
+        concurrency=concurrency,
+        fetch_intermediates=fetch_intermediates,
+    )
+    file_args, endpoint_args = split_targets(sources)
+    if not file_args and not endpoint_args and not endpoints and endpoints_file is None:
+        raise ConfigError(
+            "nothing to scan: give SOURCE..., --endpoint or --endpoints-file",
+            code="nothing-to-scan",
+        )
+    if endpoints_file == "-" and "-" in file_args:
+        raise ConfigError(
+            "stdin cannot be both a SOURCE (-) and --endpoints-file -", code="stdin-twice"
+        )
     render: Callable[[ScanResult], Rendered] = functools.partial(
         render_result, fmt=fmt, flt=flt, show_all=show_all
     )
@@ -134,8 +171,8 @@ def scan_command(
         out.write(csv_line(CSV_HEADER) + "\n")
     elif fmt == "prometheus":
         out.write(PROM_CERT_HEADER + "\n")
-    results = scan_map(
-        sources,
+    file_results = scan_map(
+        file_args,
         render,
         now=dt.datetime.now(dt.UTC),
         workers=workers,
@@ -143,6 +180,21 @@ def scan_command(
         password=options.password,
         stdin=sys.stdin.buffer,
     )
+    live = (
+        scan_endpoints(
+            endpoint_specs(endpoint_args, endpoints, endpoints_file),
+            now=dt.datetime.now(dt.UTC),
+            options=options,
+            concurrency=settings.concurrency,
+            connect=settings.connect,
+            starttls=settings.starttls,
+            connect_to=settings.connect_to,
+            fetcher=settings.fetcher(),
+        )
+        if endpoint_args or endpoints or endpoints_file is not None
+        else ()
+    )
+    results = itertools.chain(file_results if file_args else (), map(render, live))
     printed = 0
     for item in results:
         summary.add(item)

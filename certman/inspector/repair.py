@@ -67,6 +67,14 @@ def _spki(key_or_cert: x509.Certificate | PrivateKeyTypes) -> bytes:
     return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
+def matching_key(
+    certs: Sequence[x509.Certificate], keys: Iterable[PrivateKeyTypes]
+) -> PrivateKeyTypes | None:
+    """The first of ``keys`` whose public key is that of one of ``certs``, else None."""
+    spkis = {_spki(c) for c in certs}
+    return next((k for k in keys if _spki(k) in spkis), None)
+
+
 def describe(cert: x509.Certificate) -> str:
     """A short human name: the subject CN, else the whole subject."""
     cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
@@ -326,6 +334,7 @@ __all__ = [
     "describe",
     "is_self_signed",
     "issued_by",
+    "matching_key",
     "pick_leaf",
     "repair_chain",
 ]
