@@ -51,6 +51,9 @@ from certman.inspector import (
     load_bundle,
     scan,
 )
+from certman.inspector.aia import AiaFetcher
+from certman.inspector.endpoints import Endpoint, fetch_chains, parse_endpoint, scan_endpoints
+from certman.inspector.repair import repair_chain
 from certman.keys import KeyType
 from certman.manager import (
     CertificateManager,
@@ -77,6 +80,7 @@ __all__ = [
     "AccountRecord",
     "AcmeClient",
     "AcmeError",
+    "AiaFetcher",
     "Bundle",
     "CertificateFiles",
     "CertificateInfo",
@@ -92,6 +96,7 @@ __all__ = [
     "ConfigError",
     "Directory",
     "DnsHookSolver",
+    "Endpoint",
     "ExternalAccountBinding",
     "FileStore",
     "Finding",
@@ -125,9 +130,13 @@ __all__ = [
     "TokenStoreSolver",
     "WebrootSolver",
     "__version__",
+    "fetch_chains",
     "fetch_directory",
     "inspect",
     "load_bundle",
     "make_wsgi_app",
+    "parse_endpoint",
+    "repair_chain",
     "scan",
+    "scan_endpoints",
 ]
