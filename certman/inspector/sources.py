@@ -148,7 +148,10 @@ def iter_sources(
 ) -> Iterator[Source]:
     """Expand what the user gave into sources, lazily.
 
-    Each item may be: a :class:`Source`; ``"-"`` (stdin: JSON lines
+    Each item may be: a :class:`Source`; a live TLS endpoint written
+    ``host:port``, ``https://host[:port]``, ``[ipv6]:port`` or
+    ``smtp://host`` (when no file of that name exists; see
+    :mod:`certman.inspector.endpoints`); ``"-"`` (stdin: JSON lines
     ``{"id", "pem"[, "host"]}`` or concatenated PEM); a path to a file or a
     directory (walked recursively), or a glob; PEM text; ``bytes``; an
     ``(id, pem)`` pair; a dict with ``id`` and ``pem``; any object with
@@ -163,6 +166,8 @@ def iter_sources(
             yield from stdin_sources(stdin if stdin is not None else sys.stdin.buffer)
         elif isinstance(item, str) and "-----BEGIN" in item:
             yield BytesSource(f"<pem#{n}>", item.encode(), password=password)
+        elif isinstance(item, str) and _is_endpoint(item):
+            yield _endpoint_source(item)
         elif isinstance(item, str | os.PathLike):
             yield from _path_sources(os.fspath(item), max_size, password)
         elif isinstance(item, tuple) and len(item) == 2:
@@ -177,6 +182,23 @@ def iter_sources(
             yield ErrorSource(
                 f"<item#{n}>", f"cannot scan a {type(item).__name__}", code="bad-source"
             )
+
+
+def _is_endpoint(item: str) -> bool:
+    # Local import: endpoints.py imports this module (RawChain).
+    from certman.inspector.endpoints import looks_like_endpoint
+
+    return not os.path.lexists(item) and looks_like_endpoint(item)
+
+
+def _endpoint_source(item: str) -> Source:
+    """A live endpoint (``host:port``, ``https://...``): read in the worker over TLS."""
+    from certman.inspector.endpoints import EndpointSource, parse_endpoint
+
+    try:
+        return EndpointSource(parse_endpoint(item))
+    except InspectorError as exc:
+        return ErrorSource(item, exc.message, exc.code)
 
 
 def _row(ident: Any, pem: Any, host: Any, password: bytes | None) -> Source:

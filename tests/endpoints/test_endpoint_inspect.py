@@ -159,3 +159,15 @@ def test_many_endpoints_one_result_each(pki: Pki, serve: Serve, trust: InspectOp
     results = list(scan_endpoints(iter(specs), now=NOW, options=trust, connect=FAST, concurrency=8))
     assert len(results) == 100
     assert all(r.ok and rules_of(r) == {} for r in results)
+
+
+def test_library_scan_recognises_endpoint_strings(
+    pki: Pki, serve: Serve, trust: InspectOptions
+) -> None:
+    server = serve(chain=[pki.leaf.cert, pki.intermediate.cert], key=pki.leaf.key)
+    items = [f"localhost:{server.port}", "missing.example", "https://bad host/"]
+    results = {r.source: r for r in scan(items, now=NOW, workers=1, options=trust)}
+    assert rules_of(results[f"localhost:{server.port}"]) == {}
+    assert results["https://bad host/"].error_code == "endpoint-bad-spec"
+    # Not written like an endpoint: a (missing) file, never contacted.
+    assert results["missing.example"].error_code == "file-unreadable"
