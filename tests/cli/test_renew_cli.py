@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
+import pty
 import subprocess
 import sys
 import threading
@@ -209,3 +211,26 @@ def test_a_failed_renewal_exits_1_and_shows_in_list(certman: Certman, tmp_path: 
     assert rows["ok.example"]["last_error"] is None
     table = certman.run("list").stdout
     assert "broken.example: last error (1 in a row)" in table
+
+
+def test_progress_is_drawn_only_on_a_terminal(certman: Certman) -> None:
+    _issue(certman, ["tty1.example", "tty2.example"])
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            certman.command("renew", "--force"),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=120,
+        )
+        os.close(slave)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the pty's other side is closed
+            while chunk := os.read(master, 4096):
+                drawn += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"[2/2]" in drawn and b"renewed" in drawn
+    assert "[2/2]" not in proc.stdout
