@@ -241,3 +241,38 @@ def test_fix_usage(pki: Pki, tmp_path: Path) -> None:
     assert certman("inspect", "a.pem", "a.pem", "--fix", "-o", "x", cwd=tmp_path).returncode == 2
     assert certman("inspect", "a.pem", "--fix", cwd=tmp_path).returncode == 2
     assert certman("inspect", "a.pem", "-o", "x", cwd=tmp_path).returncode == 2
+
+
+def test_recipe_customers_on_a_distrusted_ca(
+    pki: Pki, serve: Serve, roots: str, tmp_path: Path
+) -> None:
+    # docs/endpoints.md: "which of our customers' sites are on a distrusted CA".
+    other = make_cert("Fine CA", ca=True, org="Fine CA Inc")
+    fine_leaf = make_cert("localhost", issuer=other, names=["localhost"])
+    bad = serve(chain=[pki.leaf.cert, pki.intermediate.cert], key=pki.leaf.key)
+    fine = serve(chain=[fine_leaf.cert], key=fine_leaf.key)
+    hosts = tmp_path / "customers.txt"
+    hosts.write_text(
+        f"shop-a.example 127.0.0.1:{bad.port}\nshop-b.example 127.0.0.1:{fine.port}\n"
+        f"shop-c.example 127.0.0.1:{refused_port()}\n"
+    )
+    proc = certman(
+        "scan",
+        "--endpoints-file",
+        str(hosts),
+        "--only",
+        "distrusted-ca",
+        "--distrust",
+        "O=Certman Test",
+        "--format",
+        "jsonl",
+        "--fail-on",
+        "critical",
+    )
+    assert proc.returncode == 1
+    got = jsonl(proc.stdout)
+    a = got[f"shop-a.example:443 via 127.0.0.1:{bad.port}"]
+    assert [f["rule"] for f in a["findings"]] == ["distrusted-ca"]
+    assert got[f"shop-b.example:443 via 127.0.0.1:{fine.port}"]["findings"] == []
+    unreachable = [o for o in got.values() if o["status"] == "error"]
+    assert [o["error_code"] for o in unreachable] == ["endpoint-refused"]
