@@ -279,7 +279,8 @@ class AiaFetcher:
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise InspectorError(f"not fetching {url}: only http and https", code="aia-bad-url")
         log.info("fetching issuer certificate from %s", url)
-        self.downloads += 1
+        with self._lock:
+            self.downloads += 1
         request = urllib.request.Request(  # noqa: S310 - scheme checked above
             url,
             headers={

@@ -38,7 +38,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from certman.errors import InspectorError
 from certman.inspector.aia import AiaFetcher, inspect_with_fetching
@@ -722,10 +722,12 @@ def _handshake(
                     "handshake",
                     f"TLS handshake failed: connection error ({exc.strerror or exc})",
                 ) from exc
-        certs = conn.get_peer_cert_chain(as_cryptography=True) or []
-        # cryptography keeps each certificate's original encoding: these are
-        # the bytes the server sent.
-        chain = tuple(cert.public_bytes(Encoding.DER) for cert in certs)
+        # OpenSSL's own objects, dumped with i2d (which reproduces the
+        # received encoding): no parsing by cryptography here, so a malformed
+        # certificate is reported by the inspector, not warned about in a
+        # worker thread.
+        certs = conn.get_peer_cert_chain() or []
+        chain = tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) for cert in certs)
         version = conn.get_protocol_version_name()
         cipher = conn.get_cipher_name()
         with contextlib.suppress(SSL.Error, OSError):
