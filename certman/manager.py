@@ -43,7 +43,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -254,9 +254,12 @@ class SolverSpec:
     """How to answer challenges, as a value that can be stored and rebuilt.
 
     ``kind``: ``"standalone"`` (options ``host``, ``port``), ``"webroot"``
-    (``path``) or ``"dns-hook"`` (``command``, optional ``timeout``,
-    ``propagation_wait``). Stored in the lineage's meta at issue time so that
-    an unattended ``renew`` answers the same way.
+    (``path``), ``"dns-hook"`` (``command``, optional ``timeout``,
+    ``propagation_wait``) or ``"http01-store"`` (no options: HTTP-01 tokens
+    are published in the manager's store and answered by ``certman
+    serve-http01`` or the WSGI app on any node, for cluster mode). Stored in
+    the lineage's meta at issue time so that an unattended ``renew`` answers
+    the same way.
     """
 
     kind: str
@@ -274,12 +277,29 @@ class SolverSpec:
     def dns_hook(cls, command: str, *, propagation_wait: float = 0.0) -> SolverSpec:
         return cls("dns-hook", {"command": command, "propagation_wait": propagation_wait})
 
+    @classmethod
+    def http01_store(cls) -> SolverSpec:
+        """Publish HTTP-01 tokens in the store, for responders on every node (cluster mode)."""
+        return cls("http01-store", {})
+
     def key(self) -> str:
         return self.kind + json.dumps(dict(self.options), sort_keys=True)
 
-    def build(self) -> Solver:
-        """A new solver for this spec; ``ConfigError`` for an unknown or bad spec."""
+    def build(self, store: Store | None = None) -> Solver:
+        """A new solver for this spec; ``ConfigError`` for an unknown or bad spec.
+
+        ``store``: where an ``"http01-store"`` solver publishes its tokens.
+        """
         opts = dict(self.options)
+        if self.kind == "http01-store":
+            if store is None:
+                raise ConfigError(
+                    "the http01-store solver needs the store to publish tokens in",
+                    code="invalid-solver",
+                )
+            from certman.challenges.http01 import StoreTokenStore, TokenStoreSolver
+
+            return TokenStoreSolver(StoreTokenStore(store))
         try:
             if self.kind == "standalone":
                 from certman.challenges.server import StandaloneSolver
@@ -315,17 +335,18 @@ class _SolverPool:
     listener on a port, and re-binding per order would only cost time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         self._lock = threading.Lock()
         self._solvers: dict[str, Solver] = {}
         self._stack = contextlib.ExitStack()
+        self._store = store
 
     def get(self, spec: SolverSpec) -> Solver:
         key = spec.key()
         with self._lock:
             solver = self._solvers.get(key)
             if solver is None:
-                solver = spec.build()
+                solver = spec.build(self._store)
                 if isinstance(solver, contextlib.AbstractContextManager):
                     self._stack.enter_context(solver)
                 self._solvers[key] = solver
@@ -1025,7 +1046,7 @@ class CertificateManager:
             deploy_hooks=_hooks_tuple(deploy_hook),
             post_hooks=_hooks_tuple(post_hook),
         )
-        report = self.issue_many([request], dry_run=dry_run, _raise=True)
+        report = self._issue_batch([request], None, dry_run, None, raise_first=True)
         return report.outcomes[0]
 
     def issue_many(
@@ -1035,16 +1056,25 @@ class CertificateManager:
         concurrency: int | None = None,
         dry_run: bool = False,
         progress: ProgressCallback | None = None,
-        _raise: bool = False,
     ) -> RunReport:
         """Issue many lineages at once through a pool of ``concurrency`` workers.
 
         Each worker has its own ACME client. A failure is reported in its
         :class:`Outcome` (status ``failed``) and does not stop the others.
-        Session hooks are not taken here; each request's own hooks run
-        (pre once per distinct command, deploy per lineage, post once).
+        Each request's own hooks run (each distinct pre command once, deploy
+        per lineage, each distinct post command once at the end).
         """
-        items = list(requests_)
+        return self._issue_batch(list(requests_), concurrency, dry_run, progress, raise_first=False)
+
+    def _issue_batch(
+        self,
+        items: list[IssueRequest],
+        concurrency: int | None,
+        dry_run: bool,
+        progress: ProgressCallback | None,
+        *,
+        raise_first: bool,
+    ) -> RunReport:
         for item in items:
             if not item.names:
                 raise ConfigError("an issue request without names", code="no-names")
@@ -1053,14 +1083,14 @@ class CertificateManager:
         self.account()  # fail fast (no account / corrupt account) before any worker
         started = time.monotonic()
         hooks = HookSession(timeout=self.hook_timeout)
-        pool = _SolverPool()
+        pool = _SolverPool(self.store)
         errors: list[BaseException] = []
 
         def work(item: IssueRequest) -> Outcome:
             try:
                 return self._issue_one(item, hooks, pool, dry_run=dry_run)
             except CertmanError as exc:
-                if _raise:
+                if raise_first:
                     errors.append(exc)
                 lname = item.name or lineage_name(item.names)
                 return Outcome(
@@ -1077,7 +1107,7 @@ class CertificateManager:
             pool.close()
             if not dry_run:
                 hooks.finish()
-        if _raise and errors:
+        if raise_first and errors:
             raise errors[0]
         return RunReport(tuple(outcomes), tuple(hooks.results), time.monotonic() - started, dry_run)
 
@@ -1260,6 +1290,7 @@ class CertificateManager:
         post_hook: str | Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
         next_run: datetime | None = None,
+        lock_wait: float | None = None,
     ) -> RunReport:
         """Renew every lineage that is due (or only ``names``; all of them with ``force``).
 
@@ -1276,7 +1307,13 @@ class CertificateManager:
         ``locked``; in a forced run, one that another process renewed after
         this run began is reported ``skipped`` (never renewed twice).
         ``next_run``: when the caller runs next (ARI moments before it are due
-        now). Never raises for one lineage's failure; see :class:`RunReport`.
+        now). ``lock_wait``: after the first pass, lineages that were
+        ``locked`` are tried once more, waiting up to this many seconds for
+        each lock, so that when several workers split a run and one of them
+        dies mid-order (its lock is freed), a survivor finishes that lineage
+        in the same run (it is re-read under the lock, so one that the other
+        holder did renew is ``skipped``/``not-due``, never renewed twice).
+        Never raises for one lineage's failure; see :class:`RunReport`.
         """
         run_started = self._now()
         started = time.monotonic()
@@ -1294,9 +1331,9 @@ class CertificateManager:
             post=_hooks_tuple(post_hook),
             timeout=self.hook_timeout,
         )
-        pool = _SolverPool()
+        pool = _SolverPool(self.store)
 
-        def work(lname: str) -> Outcome:
+        def work(lname: str, wait: float | None = None) -> Outcome:
             began = time.monotonic()
             try:
                 return self._renew_one(
@@ -1307,6 +1344,7 @@ class CertificateManager:
                     dry_run=dry_run,
                     run_started=run_started,
                     next_run=next_run,
+                    wait=wait,
                 )
             except Exception as exc:  # isolate: one lineage never stops the others
                 if not isinstance(exc, CertmanError):
@@ -1321,6 +1359,17 @@ class CertificateManager:
 
         try:
             outcomes = self._run_pool(targets, work, concurrency, progress)
+            if lock_wait:
+                again = [i for i, o in enumerate(outcomes) if o.status == "locked"]
+                if again:
+                    retried = self._run_pool(
+                        [outcomes[i].name for i in again],
+                        lambda lname: work(lname, lock_wait),
+                        concurrency,
+                        None,
+                    )
+                    for i, outcome in zip(again, retried, strict=True):
+                        outcomes[i] = outcome
         finally:
             pool.close()
             if not dry_run:
@@ -1374,9 +1423,10 @@ class CertificateManager:
         dry_run: bool,
         run_started: datetime,
         next_run: datetime | None,
+        wait: float | None = None,
     ) -> Outcome:
         began = time.monotonic()
-        with self.store.try_lock_certificate(lname) as held:
+        with self._lineage_lock(lname, wait) as held:
             if not held:
                 return Outcome(
                     lname,
@@ -1428,6 +1478,24 @@ class CertificateManager:
             return self._renew_due_one(
                 lname, meta, live, decision, hooks, pool, dry_run=dry_run, began=began
             )
+
+    @contextlib.contextmanager
+    def _lineage_lock(self, lname: str, wait: float | None) -> Iterator[bool]:
+        """The lineage's lock: try once, or wait up to ``wait`` seconds; yields whether held."""
+        if not wait:
+            with self.store.try_lock_certificate(lname) as held:
+                yield held
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.store.lock_certificate(lname, timeout=wait))
+            except StoreError as exc:
+                if exc.code != "store-locked":
+                    raise
+                held = False
+            else:
+                held = True
+            yield held
 
     def _renew_due_one(
         self,
@@ -1531,8 +1599,11 @@ class CertificateManager:
         )
         try:
             self.store.save_meta(updated)
-        except CertmanError:
-            log.warning("%s: could not record the failure", meta.name, exc_info=True)
+        except CertmanError as store_exc:
+            # One line: the store's error says what is wrong (e.g. the database is down).
+            log.warning(
+                "%s: could not record the failure: %s [%s]", meta.name, store_exc, store_exc.code
+            )
         return updated
 
     # -- revocation ------------------------------------------------------------

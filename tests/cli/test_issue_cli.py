@@ -113,10 +113,13 @@ opener.open(req, timeout=10).read()
 """
     )
     hook.chmod(0o755)
-    registered.run("issue", "-d", "*.wild.example", "--dns-hook", str(hook))
-    assert _sans(_leaf(registered.home, "wild.example")) == ["*.wild.example"]
+    registered.run("issue", "-d", "*.wild.example", "-d", "wild.example", "--dns-hook", str(hook))
+    assert _sans(_leaf(registered.home, "wild.example")) == ["*.wild.example", "wild.example"]
+    # Both names share one record name, with two values set, then cleared.
     assert calls.read_text().splitlines() == [
         "set _acme-challenge.wild.example.",
+        "set _acme-challenge.wild.example.",
+        "clear _acme-challenge.wild.example.",
         "clear _acme-challenge.wild.example.",
     ]
     meta = json.loads((registered.home / "certs" / "wild.example" / "meta.json").read_text())
