@@ -410,6 +410,13 @@ def fetch_missing(
     return FetchOutcome(tuple(fetched), False, tuple(errors))
 
 
+#: Held around inspect() and load_ders() when they run on endpoint worker
+#: threads. They are CPU-bound under the GIL (so this costs little), and
+#: they use warnings.catch_warnings(), which swaps the process-wide filter
+#: list and is not thread safe: concurrent use can leak or drop the filter
+#: that silences cryptography's warnings about malformed certificates.
+INSPECT_LOCK = threading.Lock()
+
 # Rules about the shape of what was received; on the completed chain they
 # would only describe certman's own re-assembly.
 _STRUCTURAL = frozenset({"chain-order", "extra-cert", "root-included", "missing-intermediate"})
@@ -437,7 +444,8 @@ def inspect_with_fetching(
     ``distrusted-ca`` matched by an intermediate's fingerprint).
     """
     opts = options or InspectOptions()
-    report = inspect(bundle, now=now, host=host, keys=keys, options=opts)
+    with INSPECT_LOCK:
+        report = inspect(bundle, now=now, host=host, keys=keys, options=opts)
     if report.chain.complete:
         return report
     store = trust_store_for(opts.trust_store)
@@ -452,13 +460,14 @@ def inspect_with_fetching(
             ),
         )
     n = len(bundle.certificates)
-    completed = inspect(
-        replace(bundle, certificates=bundle.certificates + outcome.fetched),
-        now=now,
-        host=host,
-        keys=keys,
-        options=opts,
-    )
+    with INSPECT_LOCK:
+        completed = inspect(
+            replace(bundle, certificates=bundle.certificates + outcome.fetched),
+            now=now,
+            host=host,
+            keys=keys,
+            options=opts,
+        )
     names = ", ".join(repr(describe(c)) for c in outcome.fetched)
     verdict = (
         f"trusted via {completed.chain.anchor}"

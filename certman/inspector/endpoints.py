@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from certman.errors import InspectorError
-from certman.inspector.aia import AiaFetcher, inspect_with_fetching
+from certman.inspector.aia import INSPECT_LOCK, AiaFetcher, inspect_with_fetching
 from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
 from certman.inspector.load import load_ders
 from certman.inspector.model import ScanResult
@@ -925,13 +925,15 @@ def inspect_endpoint(
     if got.error is not None:
         return ScanResult(source=label, error=got.error.message, error_code=got.error.code)
     try:
-        bundle = load_ders(got.chain, source=label)
+        with INSPECT_LOCK:
+            bundle = load_ders(got.chain, source=label)
         if fetcher is not None:
             report = inspect_with_fetching(
                 bundle, fetcher=fetcher, now=now, host=endpoint.host, options=options
             )
         else:
-            report = inspect(bundle, now=now, host=endpoint.host, options=options)
+            with INSPECT_LOCK:
+                report = inspect(bundle, now=now, host=endpoint.host, options=options)
     except InspectorError as exc:
         return ScanResult(source=label, error=exc.message, error_code=exc.code)
     return ScanResult(source=label, report=report)
