@@ -1030,10 +1030,10 @@ class CertificateManager:
 
         The lineage ``name`` defaults to :func:`lineage_name`. An existing
         lineage gets a new version (its stored settings are replaced by the
-        ones given). Hooks run as in a renewal (pre, deploy, post) and are
-        stored for renewals. Raises the ``CertmanError`` on failure; nothing
-        is written to the store then (an existing lineage records the error
-        in its meta).
+        ones given). Hooks run as in a renewal (pre, deploy, post; all their
+        results are in ``Outcome.hooks``) and are stored for renewals.
+        Raises the ``CertmanError`` on failure; nothing is written to the
+        store then (an existing lineage records the error in its meta).
         """
         request = IssueRequest(
             names=tuple(names),
@@ -1047,7 +1047,8 @@ class CertificateManager:
             post_hooks=_hooks_tuple(post_hook),
         )
         report = self._issue_batch([request], None, dry_run, None, raise_first=True)
-        return report.outcomes[0]
+        # One lineage: its outcome carries every hook of the call (pre and post too).
+        return replace(report.outcomes[0], hooks=report.hooks)
 
     def issue_many(
         self,

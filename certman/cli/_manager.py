@@ -7,6 +7,7 @@ one honours ``--home``/``--store`` (which store), ``--server``/``--staging``
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -31,8 +32,14 @@ def open_cli_store(ctx: click.Context) -> Store:
 
 
 def make_manager(ctx: click.Context, **kwargs: Any) -> CertificateManager:
-    """A manager for the CA and store the global options name."""
+    """A manager for the CA and store the global options name.
+
+    Hook failures are part of each command's own report; without ``-v``
+    the hooks module's log line would only repeat them.
+    """
     cli = state(ctx)
+    if cli.verbose == 0:
+        logging.getLogger("certman.hooks").setLevel(logging.ERROR)
     return CertificateManager(
         open_cli_store(ctx),
         server=cli.server,
@@ -57,12 +64,21 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def solver_spec(
-    standalone: bool, listen: str | None, webroot: str | None, dns_hook: str | None
+    standalone: bool,
+    listen: str | None,
+    webroot: str | None,
+    dns_hook: str | None,
+    http01_store: bool = False,
 ) -> SolverSpec:
     """The one challenge method chosen on the command line (``ConfigError`` unless exactly one)."""
     chosen = [
         n
-        for n, v in (("--standalone", standalone), ("--webroot", webroot), ("--dns-hook", dns_hook))
+        for n, v in (
+            ("--standalone", standalone),
+            ("--webroot", webroot),
+            ("--dns-hook", dns_hook),
+            ("--http01-store", http01_store),
+        )
         if v
     ]
     if listen and not standalone and not chosen:
@@ -70,7 +86,7 @@ def solver_spec(
     if len(chosen) != 1:
         raise ConfigError(
             "choose exactly one way to answer challenges: --standalone [--listen HOST:PORT], "
-            "--webroot DIR or --dns-hook CMD",
+            "--webroot DIR, --dns-hook CMD or --http01-store",
             code="no-solver",
         )
     if standalone:
@@ -78,6 +94,8 @@ def solver_spec(
         return SolverSpec.standalone(host, port)
     if listen:
         raise ConfigError("--listen goes with --standalone", code="invalid-listen")
+    if http01_store:
+        return SolverSpec.http01_store()
     if webroot:
         return SolverSpec.webroot(webroot)
     assert dns_hook is not None

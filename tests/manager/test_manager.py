@@ -345,3 +345,15 @@ def test_lineage_names() -> None:
     assert lineage_name(["*.Example.org", "example.org"]) == "example.org"
     assert lineage_name(["2001:db8::1"]) == "2001-db8--1"
     assert lineage_name(["192.0.2.1"]) == "192.0.2.1"
+
+
+def test_issue_reports_every_hook(manager: CertificateManager, tmp_path: Path) -> None:
+    outcome = manager.issue(
+        ["hooked.example"], pre_hook="exit 2", deploy_hook="true", post_hook="true"
+    )
+    assert outcome.status == "issued"
+    assert [(h.kind, h.ok) for h in outcome.hooks] == [
+        ("pre", False),
+        ("deploy", True),
+        ("post", True),
+    ]
