@@ -349,7 +349,10 @@ def fix_bundle(
         return FixOutcome(
             repaired, False, fix_failure_message(repaired, errors, fetcher is not None), ()
         )
-    write_output(output, repaired.pem())
+    try:
+        write_output(output, repaired.pem())
+    except OSError as exc:
+        return FixOutcome(repaired, False, f"cannot write {output}: {exc.strerror or exc}", ())
     fixed = inspect(
         replace(bundle, certificates=repaired.certificates, keys=()),
         now=now,

@@ -276,3 +276,15 @@ def test_recipe_customers_on_a_distrusted_ca(
     assert got[f"shop-b.example:443 via 127.0.0.1:{fine.port}"]["findings"] == []
     unreachable = [o for o in got.values() if o["status"] == "error"]
     assert [o["error_code"] for o in unreachable] == ["endpoint-refused"]
+
+
+def test_fix_into_a_missing_directory_is_a_clear_error(
+    pki: Pki, roots: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a.pem").write_bytes(pki.leaf.pem + pki.intermediate.pem)
+    proc = certman(
+        "inspect", "a.pem", "--fix", "-o", "no/such/dir/x.pem", "--trust-store", roots, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert "cannot write no/such/dir/x.pem" in proc.stderr
+    assert "Traceback" not in proc.stderr
