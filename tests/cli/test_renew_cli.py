@@ -92,15 +92,29 @@ def test_two_processes_at_once_renew_each_certificate_once(
         store.save_meta(
             dataclasses.replace(meta, solver="webroot", solver_options={"path": str(webroot)})
         )
+    # A start barrier: each process's pre hook (run once, just before its
+    # first renewal) waits until both processes have reached it, so neither
+    # renews anything before the other has started its run.
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    wait_both = (
+        f"touch {barrier}/$PPID; i=0; "
+        f'while [ "$(ls {barrier} | wc -l)" -lt 2 ] && [ $i -lt 1000 ]; '
+        "do sleep 0.01; i=$((i+1)); done"
+    )
     with _serve(webroot, certman.pebble.http_port):
         procs = [
-            certman.popen("renew", "--force", "--json", "--concurrency", "4") for _ in range(2)
+            certman.popen(
+                "renew", "--force", "--json", "--concurrency", "4", "--pre-hook", wait_both
+            )
+            for _ in range(2)
         ]
         reports = []
         for proc in procs:
             stdout, stderr = proc.communicate(timeout=120)
             assert proc.returncode == 0, stdout + stderr
             reports.append(json.loads(stdout))
+    assert len(list(barrier.iterdir())) == 2  # both processes took part
     renewed = [c["name"] for r in reports for c in r["certificates"] if c["status"] == "renewed"]
     assert sorted(renewed) == sorted(names)
     others = {c["status"] for r in reports for c in r["certificates"] if c["status"] != "renewed"}
