@@ -53,6 +53,12 @@ KEY_TYPES = [k.value for k in KeyType]
     metavar="CMD",
     help="Answer DNS-01 with CMD set|clear RECORD VALUE (see docs/challenges.md).",
 )
+@click.option(
+    "--http01-store",
+    is_flag=True,
+    help="Answer HTTP-01 by publishing tokens in the store, for `certman serve-http01` "
+    "or the WSGI app on every node (cluster mode, with --store postgresql://...).",
+)
 @click.option("--agree-tos", is_flag=True, help="Register an account first if there is none.")
 @click.option("--email", "emails", multiple=True, help="Contact e-mail for a new account.")
 @click.option("--eab-kid", help="External Account Binding key id for a new account.")
@@ -72,6 +78,7 @@ def issue_command(
     listen: str | None,
     webroot: str | None,
     dns_hook: str | None,
+    http01_store: bool,
     agree_tos: bool,
     emails: tuple[str, ...],
     eab_kid: str | None,
@@ -94,7 +101,7 @@ def issue_command(
 
     Files end up in <home>/certs/<name>/live/{fullchain,privkey,cert,chain}.pem.
     """
-    spec = solver_spec(standalone, listen, webroot, dns_hook)
+    spec = solver_spec(standalone, listen, webroot, dns_hook, http01_store)
     if bool(eab_kid) != bool(eab_hmac_key):
         raise ConfigError("--eab-kid and --eab-hmac-key go together", code="invalid-eab")
     eab = ExternalAccountBinding(eab_kid, eab_hmac_key) if eab_kid and eab_hmac_key else None

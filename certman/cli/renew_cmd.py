@@ -50,6 +50,14 @@ def _summary(report: RunReport, verbose: int) -> None:
     show_default=True,
     help="Certificates renewed in parallel.",
 )
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(0, 3600),
+    default=None,
+    metavar="SECONDS",
+    help="Cluster mode: after the first pass, wait up to SECONDS for each certificate another "
+    "worker held, so a worker that died mid-order is covered in this run.",
+)
 @hook_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON.")
 @click.pass_context
@@ -60,6 +68,7 @@ def renew_command(
     force: bool,
     dry_run: bool,
     concurrency: int,
+    lock_wait: float | None,
     pre_hook: tuple[str, ...],
     deploy_hook: tuple[str, ...],
     post_hook: tuple[str, ...],
@@ -90,6 +99,7 @@ def renew_command(
             deploy_hook=deploy_hook,
             post_hook=post_hook,
             progress=progress,
+            lock_wait=lock_wait,
         )
         if progress is not None:
             progress.end()

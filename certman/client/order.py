@@ -39,7 +39,7 @@ from certman.client.network import (
     jwk_thumbprint,
     problem_error,
 )
-from certman.errors import AcmeError, ConfigError
+from certman.errors import AcmeError, CertmanError, ConfigError
 from certman.keys import (
     DEFAULT_KEY_TYPE,
     KeyType,
@@ -536,6 +536,8 @@ def _authorize(
         if tasks:
             try:
                 solver.cleanup(tasks)
+            except CertmanError as exc:  # e.g. the shared token store is down: one line
+                log.warning("challenge cleanup failed: %s [%s]", exc, exc.code)
             except Exception:
                 # The contract says cleanup must not raise; if it does, the
                 # issuance result matters more than the leftover token.

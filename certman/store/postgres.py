@@ -1314,6 +1314,12 @@ class CachedTokenStore:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def generation(self) -> int:
+        """Bumped on every invalidation (a notification, a local put/delete, a reconnect)."""
+        with self._lock:
+            return self._generation
+
     def _invalidate(self, token: str | None) -> None:
         with self._lock:
             self._generation += 1

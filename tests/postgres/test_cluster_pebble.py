@@ -1,0 +1,203 @@
+"""The cluster for real: PostgreSQL + Pebble + worker and responder processes.
+
+The big one: 3 renewal workers (``certman renew --store URL``) and 2
+responders (``certman serve-http01``) over one store issue and renew
+``CERTMAN_CLUSTER_N`` (default 300) certificates; one worker is SIGKILLed
+midway and the run still completes; every certificate ends with exactly two
+versions (one issuance, one renewal) and every serial is distinct.
+
+Then the database going away mid-run: the worker fails with one clear
+error per certificate, no half-written certificate is visible after the
+restart, and the next run finishes the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_helpers import (
+    Responder,
+    issue_workers,
+    make_all_due,
+    register,
+    renew_workers,
+    responder_hosts,
+    route_names,
+    split,
+    start_responder,
+    versions_by_name,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from localpg import LocalPostgres
+
+from certman.store.postgres import PostgresStore
+from certman.testing import AriServer, LocalPebble
+from tests.conftest import require_tool
+
+pytestmark = [pytest.mark.pebble, pytest.mark.postgres, pytest.mark.slow]
+
+N = int(os.environ.get("CERTMAN_CLUSTER_N", "300"))
+
+
+@pytest.fixture(scope="module")
+def pebble() -> Iterator[LocalPebble]:
+    require_tool("pebble", package="pebble")
+    require_tool("pebble-challtestsrv", package="pebble")
+    # No authorization reuse: every order is validated, so every order's
+    # challenge is really answered by a responder.
+    with LocalPebble(authz_reuse=0) as running:
+        yield running
+
+
+@pytest.fixture
+def ari(pebble: LocalPebble) -> Iterator[AriServer]:
+    with AriServer(
+        upstream_directory=pebble.directory_url, upstream_ca_bundle=pebble.ca_bundle
+    ) as server:
+        yield server
+
+
+def _wait(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[int, str, str]]:
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
+def _live_is_whole(store: PostgresStore, name: str) -> None:
+    """The live version is a parseable certificate whose key matches it."""
+    live = store.load_live(name).files
+    cert = x509.load_pem_x509_certificate(live.cert_pem)
+    key = serialization.load_pem_private_key(live.privkey_pem, password=None)
+    assert cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert live.fullchain_pem.startswith(live.cert_pem.rstrip(b"\n"))
+    assert name in [
+        n.value for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ]
+
+
+def test_three_workers_two_responders_issue_and_renew(
+    pebble: LocalPebble, ari: AriServer, pg_store: PostgresStore
+) -> None:
+    url, server, bundle = pg_store.url, ari.directory_url, str(pebble.ca_bundle)
+    names = [f"c{i:04d}.cluster.test" for i in range(N)]
+    hosts = responder_hosts(2)
+    route_names(pebble, names, hosts)
+    responders: list[Responder] = [start_responder(url, h, pebble.http_port) for h in hosts]
+    try:
+        register(url, server, bundle)
+
+        # -- issue: three processes, a third of the names each ------------------
+        issued = _wait(issue_workers(url, server, bundle, split(names, 3)), timeout=600)
+        for rc, out, err in issued:
+            assert rc == 0, f"issue worker failed: {out}\n{err[-3000:]}"
+        assert versions_by_name(pg_store) == {n: [1] for n in names}
+
+        # -- renew: three `certman renew` processes over everything ------------
+        assert make_all_due(pg_store, ari) == N
+        workers = renew_workers(url, server, bundle, 3, cli=True)
+        victim, survivors = workers[0], workers[1:]
+        deadline = time.monotonic() + 600
+        while len(pg_store.issued_serials()) < N + N // 4:
+            assert time.monotonic() < deadline, "renewals did not progress"
+            assert victim.poll() is None, f"worker ended early: {victim.communicate()}"
+            time.sleep(0.1)
+        victim.send_signal(signal.SIGKILL)  # mid-run, orders in flight
+        victim.communicate(timeout=60)
+        assert victim.returncode == -signal.SIGKILL
+        results = _wait(survivors, timeout=900)
+        reports = []
+        for rc, out, err in results:
+            assert rc == 0, f"renew worker failed: {out[-3000:]}\n{err[-3000:]}"
+            reports.append(json.loads(out))
+    finally:
+        summaries = [r.stop() for r in responders]
+
+    # Every certificate issued exactly once and renewed exactly once.
+    history = pg_store.issued_serials()
+    assert versions_by_name(pg_store) == {n: [1, 2] for n in names}
+    serials = [serial for _, _, serial in history]
+    assert None not in serials and len(set(serials)) == 2 * N
+    for name in names[:: max(1, N // 20)]:
+        _live_is_whole(pg_store, name)
+        assert pg_store.load_live(name).version == 2
+
+    # The survivors renewed what the victim did not finish, and nothing twice.
+    renewed = sum(r["counts"].get("renewed", 0) for r in reports)
+    assert renewed < N  # the victim renewed some before it died
+    assert all(r["ok"] for r in reports)
+    statuses = {c["status"] for r in reports for c in r["certificates"]}
+    assert statuses <= {"renewed", "not-due", "skipped"}, statuses
+
+    # Validations were answered by both responders (each serves half the
+    # names, twice: issuance and renewal), never by the ordering worker.
+    for summary in summaries:
+        assert summary["served"] >= N, summaries
+
+
+def test_database_going_away_mid_run(
+    pebble: LocalPebble, ari: AriServer, pg_store: PostgresStore, pg_server: LocalPostgres
+) -> None:
+    url, server, bundle = pg_store.url, ari.directory_url, str(pebble.ca_bundle)
+    count = 40
+    names = [f"d{i:03d}.outage.test" for i in range(count)]
+    route_names(pebble, names, ["127.0.0.1"])
+    responder = start_responder(url, "127.0.0.1", pebble.http_port)
+    try:
+        register(url, server, bundle)
+        [(rc, out, err)] = _wait(issue_workers(url, server, bundle, [names]), timeout=600)
+        assert rc == 0, err[-3000:]
+        make_all_due(pg_store, ari)
+
+        [worker] = renew_workers(url, server, bundle, 1, cli=True, concurrency=4)
+        deadline = time.monotonic() + 300
+        while len(pg_store.issued_serials()) < count + 5:
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+        pg_server.stop()  # fast shutdown: every session is cut
+        try:
+            out, err = worker.communicate(timeout=300)
+        finally:
+            pg_server.start()
+        assert worker.returncode == 1
+        assert "Traceback" not in err, err[-6000:]
+        report = json.loads(out)
+        failed = [c for c in report["certificates"] if c["status"] == "failed"]
+        assert failed, report
+        for c in failed:
+            assert c["error_code"] in {"store-unavailable", "acme-validation", "store-locked"} or (
+                "unavailable" in c["reason"]
+            ), c
+
+        # Nothing half-written: every live certificate is whole, every name has
+        # its first version and at most one more.
+        after = versions_by_name(pg_store)
+        assert set(after) == set(names)
+        assert all(v in ([1], [1, 2]) for v in after.values()), after
+        for name in names:
+            _live_is_whole(pg_store, name)
+
+        # The next run finishes the job.
+        [again] = renew_workers(url, server, bundle, 1, cli=True, concurrency=4)
+        out, err = again.communicate(timeout=600)
+        assert again.returncode == 0, f"{out[-3000:]}\n{err[-3000:]}"
+        assert versions_by_name(pg_store) == {n: [1, 2] for n in names}
+    finally:
+        responder.stop()
+
+
+def test_cluster_helpers_exist_for_the_benchmark() -> None:
+    assert (Path(__file__).parent / "cluster_helpers.py").exists()
