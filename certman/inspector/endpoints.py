@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
@@ -58,7 +58,6 @@ DEFAULT_CONCURRENCY: Final = 64
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 
-StartTls = Literal["smtp", "imap", "pop3", "ftp"]
 Resolver = Callable[..., list[tuple[Any, Any, Any, Any, Any]]]
 STARTTLS_PROTOCOLS: Final[tuple[str, ...]] = ("smtp", "imap", "pop3", "ftp")
 
@@ -440,7 +439,7 @@ class _Failure(Exception):
 
 @dataclass(frozen=True)
 class ConnectOptions:
-    """Time limits for one endpoint, in seconds.
+    """How to reach one endpoint: time limits in seconds, and the resolver.
 
     ``connect_timeout`` bounds the TCP connection (all resolved addresses
     together); ``handshake_timeout`` bounds everything after it (the STARTTLS
@@ -691,6 +690,15 @@ def _ssl_reason(exc: SSL.Error) -> str:
     return ", ".join(r for r in reasons if r) or str(exc) or exc.__class__.__name__
 
 
+_NOT_TLS_REASONS: Final = (
+    "wrong version number",
+    "packet length too long",
+    "record layer failure",
+    "http request",
+    "unknown protocol",
+)
+
+
 def _handshake(
     sock: socket.socket, endpoint: Endpoint, deadline: float
 ) -> tuple[tuple[bytes, ...], str | None, str | None]:
@@ -712,9 +720,16 @@ def _handshake(
             except SSL.WantWriteError:
                 _wait(sock, write=True, deadline=deadline)
             except SSL.Error as exc:
-                hint = "" if endpoint.starttls else " (is this port speaking TLS? see --starttls)"
+                reason = _ssl_reason(exc)
+                # What OpenSSL says when the other side answers in plaintext.
+                plaintext = any(m in reason for m in _NOT_TLS_REASONS)
+                hint = (
+                    " (is this port speaking TLS? see --starttls)"
+                    if plaintext and not endpoint.starttls
+                    else ""
+                )
                 raise _Failure(
-                    CODE_HANDSHAKE, "handshake", f"TLS handshake failed: {_ssl_reason(exc)}{hint}"
+                    CODE_HANDSHAKE, "handshake", f"TLS handshake failed: {reason}{hint}"
                 ) from exc
             except OSError as exc:
                 raise _Failure(

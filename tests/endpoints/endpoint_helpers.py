@@ -16,6 +16,7 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -171,11 +172,13 @@ class TlsServer:
     """
 
     chain: Sequence[x509.Certificate] = ()
-    key: ec.EllipticCurvePrivateKey | None = None
+    key: Any = None
     mode: str = "tls"
     starttls: str | None = None
     starttls_reply: str = "ok"
     host: str = "127.0.0.1"
+    ciphers: bytes | None = None
+    max_version: int | None = None
     sni_seen: list[str | None] = field(default_factory=list)
     commands_seen: list[str] = field(default_factory=list)
 
@@ -191,6 +194,11 @@ class TlsServer:
         if self.chain:
             assert self.key is not None
             ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+            if self.ciphers is not None:
+                ctx.set_cipher_list(self.ciphers)
+            if self.max_version is not None:
+                ctx.set_min_proto_version(SSL.TLS1_VERSION)
+                ctx.set_max_proto_version(self.max_version)
             ctx.use_certificate(self.chain[0])
             ctx.use_privatekey(self.key)
             for extra in self.chain[1:]:

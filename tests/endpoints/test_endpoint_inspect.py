@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from endpoint_helpers import DAY, NOW, AiaServer, Pki, TlsServer, make_cert
+from OpenSSL import SSL
 
 from certman.inspector.aia import AiaFetcher
 from certman.inspector.endpoints import (
     ConnectOptions,
     EndpointSource,
+    fetch_chain,
     parse_endpoint,
     scan_endpoints,
 )
@@ -171,3 +173,31 @@ def test_library_scan_recognises_endpoint_strings(
     assert results["https://bad host/"].error_code == "endpoint-bad-spec"
     # Not written like an endpoint: a (missing) file, never contacted.
     assert results["missing.example"].error_code == "file-unreadable"
+
+
+def test_old_weak_servers_are_seen_and_judged(serve: Serve, trust: InspectOptions) -> None:
+    # A TLS 1.0-only server with a 1024-bit RSA key: OpenSSL's default
+    # security level refuses to talk to it at all; the scanner must still
+    # read its certificate so weak-key can fire.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(65537, 1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + DAY)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    server = serve(chain=[cert], key=key, ciphers=b"ALL:@SECLEVEL=0", max_version=SSL.TLS1_VERSION)
+    assert rules_of(one(f"localhost:{server.port}", trust))["weak-key"] == 0
+    got = fetch_chain(parse_endpoint(f"localhost:{server.port}"), options=FAST)
+    assert got.tls_version == "TLSv1"
