@@ -104,6 +104,7 @@ from certman.store.base import (
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "UNLIMITED",
     "AccountStatus",
     "CertificateManager",
     "CertificateStatus",
@@ -244,6 +245,7 @@ DEFAULT_LIMITS = RateLimits()
 """Safe defaults, inside Let's Encrypt's published limits (see :class:`RateLimits`)."""
 
 UNLIMITED = RateLimits(new_orders=None, new_accounts=None)
+"""No local rate limit at all (private CAs, tests, benchmarks)."""
 
 
 # -- solvers -------------------------------------------------------------------
