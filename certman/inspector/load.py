@@ -179,7 +179,10 @@ def _checked(cert: x509.Certificate) -> x509.Certificate:
 
 
 def _load_der(der: bytes) -> x509.Certificate:
-    return _checked(x509.load_der_x509_certificate(der))
+    try:
+        return _checked(x509.load_der_x509_certificate(der))
+    except x509.InvalidVersion as exc:  # not a ValueError; one more parse problem here
+        raise ValueError(str(exc)) from exc
 
 
 def _cached_der(der: bytes) -> x509.Certificate:
@@ -243,7 +246,7 @@ def _load_pem(data: bytes, source: str, password: bytes | None) -> Bundle:
     ):
         try:
             certs = x509.load_pem_x509_certificates(data)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             pass
         else:
             if len(certs) == begins:
@@ -328,13 +331,17 @@ def _load_binary(data: bytes, source: str, password: bytes | None) -> Bundle:
     if data[:1] == b"\x30":
         try:
             return Bundle(source, (_load_der(data),), format="der")
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
             pass
         if _looks_like_pkcs12(data):
             return _load_pkcs12(data, source, password)
         try:
             p7 = [_checked(c) for c in pkcs7.load_der_pkcs7_certificates(data)]
-        except (ValueError, UnsupportedAlgorithm):  # e.g. PKCS#7 that is not signedData
+        except (
+            ValueError,
+            UnsupportedAlgorithm,
+            x509.InvalidVersion,
+        ):  # e.g. PKCS#7 that is not signedData
             p7 = []
         if p7:
             return Bundle(source, tuple(p7), format="pkcs7")
@@ -358,7 +365,7 @@ def _load_pkcs12(data: bytes, source: str, password: bytes | None) -> Bundle:
     for attempt in attempts:
         try:
             p12 = pkcs12.load_pkcs12(data, attempt)
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
             continue
         certs: list[x509.Certificate] = []
         problems: list[str] = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -276,7 +277,11 @@ def _weak_key(ctx: RuleContext) -> RuleOutput:
 def _key_mismatch(ctx: RuleContext) -> RuleOutput:
     if not ctx.keys:
         return
-    leaf_spki = _spki(ctx.certs[ctx.leaf_index].public_key())
+    try:
+        leaf_spki = _spki(ctx.certs[ctx.leaf_index].public_key())
+    except (ValueError, UnsupportedAlgorithm):  # a malformed or unknown key matches nothing
+        yield ctx.leaf_index, "the certificate's public key cannot be read, so no key matches it"
+        return
     if any(_spki(k.public_key()) == leaf_spki for k in ctx.keys):
         return
     yield ctx.leaf_index, f"none of the {len(ctx.keys)} private key(s) matches this certificate"
