@@ -146,6 +146,14 @@ def fetch_directory(
     transport = HttpTransport(ca_bundle=ca_bundle, timeout=timeout)
     try:
         data = transport.get_json(url)
+    except AcmeError as exc:
+        if exc.code in ("acme-bad-response", "acme-http-error"):
+            status = exc.details.get("status")
+            why = f"HTTP {status}" if status else "not JSON"
+            raise AcmeError(
+                f"no ACME directory at {url} ({why})", code="acme-bad-directory", url=url
+            ) from None
+        raise
     finally:
         transport.close()
     directory = Directory.from_json(url, data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -304,7 +305,9 @@ def _short(exc: BaseException) -> str:
     for marker in ("Failed to establish a new connection: ", "SSLError(", "] "):
         if marker in text:
             text = text.split(marker, 1)[1]
-    return text.split("'))")[0].split("\n")[0].strip("()'\" ")[:200]
+    text = text.split("'))")[0].split("\n")[0]
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)?", "", text)
+    return text.strip("()'\" ")[:200]
 
 
 def _error_from_response(resp: AcmeResponse, context: str = "") -> AcmeError:

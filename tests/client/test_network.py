@@ -50,6 +50,19 @@ def test_tls_needs_the_ca_bundle(pebble: LocalPebble) -> None:
         fetch_directory(pebble.directory_url)
     assert info.value.code == "acme-tls"
     assert "--ca-bundle" in str(info.value)
+    assert "_ssl.c" not in str(info.value)
+
+
+@pytest.mark.pebble
+def test_url_that_is_not_a_directory(pebble: LocalPebble) -> None:
+    for url in (
+        pebble.directory_url.replace("/dir", "/no-such-path"),  # 404
+        pebble.management_url + "/roots/0",  # a PEM, not JSON
+    ):
+        with pytest.raises(AcmeError) as info:
+            fetch_directory(url, ca_bundle=pebble.ca_bundle)
+        assert info.value.code == "acme-bad-directory"
+        assert url in str(info.value)
 
 
 @pytest.mark.pebble
