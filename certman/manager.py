@@ -1092,7 +1092,13 @@ class CertificateManager:
         def work(item: IssueRequest) -> Outcome:
             try:
                 return self._issue_one(item, hooks, pool, dry_run=dry_run)
-            except CertmanError as exc:
+            except Exception as exc:  # isolate: one lineage never stops the others
+                if not isinstance(exc, CertmanError):
+                    log.exception("issuing %s failed unexpectedly", item.names[0])
+                    exc = CertmanError(
+                        f"unexpected error issuing {item.names[0]}: {_one_line(exc)}",
+                        code="internal-error",
+                    )
                 if raise_first:
                     errors.append(exc)
                 lname = item.name or lineage_name(item.names)
