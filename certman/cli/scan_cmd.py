@@ -21,6 +21,7 @@ from certman.cli._common import EXIT_FAILURE, EXIT_OK, handle_errors, is_tty
 from certman.cli._endpoints import EndpointSettings, endpoint_options, endpoint_specs, split_targets
 from certman.cli.inspect_cmd import build_options, parse_fail_on, shared_options
 from certman.errors import ConfigError
+from certman.inspector.aia import scan_fetching
 from certman.inspector.endpoints import scan_endpoints
 from certman.inspector.model import ScanResult, Severity
 from certman.inspector.report import (
@@ -171,6 +172,7 @@ def scan_command(
         out.write(csv_line(CSV_HEADER) + "\n")
     elif fmt == "prometheus":
         out.write(PROM_CERT_HEADER + "\n")
+    fetcher = settings.fetcher()
     file_results = scan_map(
         file_args,
         render,
@@ -180,6 +182,18 @@ def scan_command(
         password=options.password,
         stdin=sys.stdin.buffer,
     )
+    if fetcher is not None:  # AIA fetching waits on the network: threads, not processes
+        file_results = map(
+            render,
+            scan_fetching(
+                file_args,
+                fetcher=fetcher,
+                now=dt.datetime.now(dt.UTC),
+                options=options,
+                concurrency=min(settings.concurrency, 16),
+                stdin=sys.stdin.buffer,
+            ),
+        )
     live = (
         scan_endpoints(
             endpoint_specs(endpoint_args, endpoints, endpoints_file),
@@ -189,7 +203,7 @@ def scan_command(
             connect=settings.connect,
             starttls=settings.starttls,
             connect_to=settings.connect_to,
-            fetcher=settings.fetcher(),
+            fetcher=fetcher,
         )
         if endpoint_args or endpoints or endpoints_file is not None
         else ()

@@ -30,10 +30,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Final, Protocol
+from typing import IO, Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -43,9 +43,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from certman._version import __version__
 from certman.errors import InspectorError
-from certman.inspector.inspection import InspectOptions, inspect, trust_store_for
+from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
 from certman.inspector.load import Bundle
-from certman.inspector.model import Finding, Report
+from certman.inspector.model import Finding, Report, ScanResult
 from certman.inspector.repair import build_path, describe, issued_by
 
 log = logging.getLogger(__name__)
@@ -497,6 +497,53 @@ def inspect_with_fetching(
     return replace(report, findings=tuple(findings))
 
 
+def scan_fetching(
+    sources: Iterable[Any],
+    *,
+    fetcher: AiaFetcher,
+    now: dt.datetime | None = None,
+    options: InspectOptions | None = None,
+    concurrency: int = 16,
+    stdin: IO[bytes] | None = None,
+) -> Iterator[ScanResult]:
+    """Like :func:`certman.scan`, with :func:`inspect_with_fetching` for every source.
+
+    For ``certman scan FILE... --fetch-intermediates``: sources (anything
+    :func:`~certman.inspector.sources.iter_sources` takes) are read and
+    inspected on ``concurrency`` threads, because the work now waits on the
+    network; the CPU part runs one at a time. Lazy and bounded like
+    :func:`~certman.inspector.endpoints.bounded_map`; results in completion
+    order; never raises for a bad source.
+    """
+    from certman.inspector.endpoints import bounded_map
+    from certman.inspector.sources import iter_sources, load_raw
+
+    when = utc_now(now)
+    opts = options or InspectOptions()
+    trust_store_for(opts.trust_store)
+
+    def work(source: Any) -> ScanResult:
+        sid = str(source.id)
+        try:
+            raw = source.read()
+            with INSPECT_LOCK:
+                bundle = load_raw(raw, source=sid)
+            report = inspect_with_fetching(
+                bundle, fetcher=fetcher, now=when, host=raw.host, options=opts
+            )
+        except InspectorError as exc:
+            return ScanResult(source=sid, error=exc.message, error_code=exc.code)
+        except Exception as exc:  # one odd input must not end a fleet scan
+            log.exception("internal error inspecting %s", sid)
+            return ScanResult(
+                source=sid, error=f"{sid}: internal error: {exc}", error_code="internal"
+            )
+        return ScanResult(source=sid, report=report)
+
+    items = iter_sources(sources, max_size=opts.max_size, password=opts.password, stdin=stdin)
+    return bounded_map(items, work, concurrency=concurrency, name="certman-aia")
+
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
@@ -510,4 +557,5 @@ __all__ = [
     "fetch_missing",
     "inspect_with_fetching",
     "parse_issuer_certs",
+    "scan_fetching",
 ]

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
@@ -813,27 +813,29 @@ def _bad_spec_result(spec: str, exc: InspectorError) -> EndpointResult:
 R = TypeVar("R")
 
 
-def _run_bounded(
-    items: Iterable[Endpoint | str],
-    work: Callable[[Endpoint], R],
-    bad_spec: Callable[[str, InspectorError], R],
+T = TypeVar("T")
+
+
+def bounded_map(
+    items: Iterable[T],
+    fn: Callable[[T], R],
     *,
     concurrency: int,
-    starttls: str | None,
-    connect_to: str | None,
+    name: str = "certman-worker",
 ) -> Iterator[R]:
-    """Apply ``work`` to each endpoint on a thread pool; yield as completed.
+    """``fn(item)`` for each item on ``concurrency`` threads; yield results as they complete.
 
-    Reads ``items`` lazily and keeps at most ``2 * concurrency`` endpoints
-    queued or running: the input is never read ahead further than that, so
-    memory is flat in the number of endpoints.
+    Reads ``items`` lazily and keeps at most ``2 * concurrency`` of them
+    queued or running (a little beyond the worker count, so no worker idles
+    while this generator is suspended in the caller's loop body): the input
+    is never read further ahead than that, so memory is flat in the number
+    of items. ``fn`` must not raise (turn failures into results). Closing
+    the generator cancels what has not started.
     """
     if concurrency < 1:
         raise InspectorError("concurrency must be at least 1", code="endpoint-bad-concurrency")
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="certman-endpoint")
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
     pending: set[Future[R]] = set()
-    # Queue a little beyond the worker count so no worker idles while this
-    # generator is suspended in the caller's loop body.
     limit = concurrency * 2
     source = iter(items)
     exhausted = False
@@ -845,17 +847,7 @@ def _run_bounded(
                 except StopIteration:
                     exhausted = True
                     break
-                if isinstance(item, Endpoint):
-                    endpoint = item
-                else:
-                    try:
-                        endpoint = parse_endpoint_line(
-                            item, starttls=starttls, connect_to=connect_to
-                        )
-                    except InspectorError as exc:
-                        yield bad_spec(item, exc)
-                        continue
-                pending.add(pool.submit(work, endpoint))
+                pending.add(pool.submit(fn, item))
             if not pending:
                 return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -865,6 +857,40 @@ def _run_bounded(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Ready(Generic[R]):
+    """A result known before any work (a spec that does not parse)."""
+
+    value: R
+
+
+def _run_bounded(
+    items: Iterable[Endpoint | str],
+    work: Callable[[Endpoint], R],
+    bad_spec: Callable[[str, InspectorError], R],
+    *,
+    concurrency: int,
+    starttls: str | None,
+    connect_to: str | None,
+) -> Iterator[R]:
+    """Parse specs lazily and apply ``work`` to each endpoint (see :func:`bounded_map`)."""
+
+    def prepared() -> Iterator[Endpoint | _Ready[R]]:
+        for item in items:
+            if isinstance(item, Endpoint):
+                yield item
+                continue
+            try:
+                yield parse_endpoint_line(item, starttls=starttls, connect_to=connect_to)
+            except InspectorError as exc:
+                yield _Ready(bad_spec(item, exc))
+
+    def run(item: Endpoint | _Ready[R]) -> R:
+        return item.value if isinstance(item, _Ready) else work(item)
+
+    return bounded_map(prepared(), run, concurrency=concurrency, name="certman-endpoint")
 
 
 def fetch_chains(
@@ -1044,6 +1070,7 @@ __all__ = [
     "EndpointError",
     "EndpointResult",
     "EndpointSource",
+    "bounded_map",
     "fetch_chain",
     "fetch_chains",
     "inspect_endpoint",

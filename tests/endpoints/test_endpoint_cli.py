@@ -288,3 +288,32 @@ def test_fix_into_a_missing_directory_is_a_clear_error(
     assert proc.returncode == 1
     assert "cannot write no/such/dir/x.pem" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_scan_files_with_fetch_intermediates(aia_server: AiaServer, tmp_path: Path) -> None:
+    root = make_cert("Scan Root", ca=True)
+    inter = make_cert("Scan Intermediate", issuer=root, ca=True)
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for i in range(3):
+        leaf = make_cert(
+            f"site{i}.example",
+            issuer=inter,
+            names=[f"site{i}.example"],
+            aia_url=aia_server.url("/i"),
+        )
+        (certs / f"site{i}.pem").write_bytes(leaf.pem)
+    aia_server.routes["/i"] = ("application/pkix-cert", inter.der)
+    base = ["scan", str(certs), "--trust-store", str(tmp_path / "root.pem"), "--json"]
+    plain = [json.loads(line) for line in certman(*base).stdout.splitlines()]
+    assert len(plain) == 3 and aia_server.hits == {}
+    fetched = [
+        json.loads(line) for line in certman(*base, "--fetch-intermediates").stdout.splitlines()
+    ]
+    assert len(fetched) == 3
+    for obj in fetched:
+        [finding] = obj["findings"]
+        assert finding["rule"] == "missing-intermediate"
+        assert "fetched over AIA: 'Scan Intermediate' (chain then trusted via" in finding["message"]
+    assert aia_server.hits == {"/i": 1}  # one download for the whole scan
