@@ -192,7 +192,7 @@ def endpoint_specs(
         yield from iter_endpoint_lines(sys.stdin)
         return
     try:
-        with open(endpoints_file, encoding="utf-8", errors="replace") as fh:
+        with open(endpoints_file, encoding="utf-8-sig", errors="replace") as fh:
             yield from iter_endpoint_lines(fh)
     except OSError as exc:
         raise ConfigError(
