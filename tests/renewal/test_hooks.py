@@ -114,8 +114,8 @@ def test_daemon_holding_stdout_does_not_block(tmp_path: Path) -> None:
     command = f"setsid sleep 30 & echo $! > {shlex.quote(str(pid_file))}; echo started"
     result = run_hook(command, timeout=10)
     try:
-        assert result.ok and result.stdout == "started\n"
-        assert result.duration < 10
+        # Had certman waited for the daemon to close stdout, the hook would have timed out.
+        assert result.ok and not result.timed_out and result.stdout == "started\n"
     finally:
         os.kill(int(pid_file.read_text()), 15)
 
