@@ -361,3 +361,10 @@ def test_profile_and_replaces_are_sent_in_new_order(
     assert new_orders == {
         json.dumps({"identifiers": [{"type": "dns", "value": "plain-profile.example"}]})
     }
+
+
+def test_overall_deadline(client: AcmeClient, http_solver: Http01Solver) -> None:
+    with pytest.raises(AcmeError) as info:
+        client.issue(["deadline.example"], http_solver, timeout=0.005)
+    assert info.value.code == "acme-timeout"
+    assert not http_solver.tokens  # cleanup ran even so

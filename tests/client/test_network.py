@@ -300,3 +300,25 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(format_datetime(now - timedelta(days=1), usegmt=True), now=now) == 0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_already_replaced_is_raised_unchanged(fake: FakeAcme) -> None:
+    # Pebble 2.4.0 has no ARI, so the CA's alreadyReplaced answer is played here.
+    directory = fetch_directory(fake.url)
+    fake.script = [
+        (
+            409,
+            {"Content-Type": "application/problem+json"},
+            {
+                "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                "detail": "certificate already replaced",
+            },
+        )
+    ]
+    with (
+        AcmeClient(directory, generate_private_key(), account_url="http://x/1") as client,
+        pytest.raises(AcmeError) as info,
+    ):
+        client.issue(["r.example"], Http01Solver.__new__(Http01Solver), replaces="abc.def")
+    assert info.value.code == "acme-already-replaced"
+    assert info.value.problem_type == "urn:ietf:params:acme:error:alreadyReplaced"
