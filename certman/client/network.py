@@ -209,8 +209,9 @@ class HttpTransport:
     - The User-Agent is ``certman/<version>``; nothing about the host.
     - Network failures become ``AcmeError`` (``acme-unreachable``,
       ``acme-tls``, ``acme-timeout``) with a one-line message.
-    - Idempotent requests (GET/HEAD) are retried once after a connection
-      reset, which keep-alive connections see when the server closed them.
+    - Requests are retried once after a connection reset (keep-alive
+      connections see one when the server closed them): GET/HEAD by default,
+      signed POSTs too (see :meth:`AcmeSession.post`).
 
     Not thread safe (one ``requests.Session``): one per thread.
     """
@@ -470,8 +471,10 @@ class AcmeSession:
                 url,
                 data=json.dumps(jws).encode(),
                 headers=headers,
-                # A POST-as-GET is idempotent; a reset connection can be retried.
-                retry_reset=payload is None,
+                # Resending the very same JWS after a connection reset is safe
+                # for any POST: if the first copy reached the CA, its nonce is
+                # spent and the copy is refused as badNonce (then re-signed).
+                retry_reset=True,
             )
             self._keep_nonce(resp)
             if resp.ok:

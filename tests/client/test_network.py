@@ -171,6 +171,9 @@ class FakeAcme:
                 self.rfile.read(length)
                 fake.requests.append(("POST", self.path, dict(self.headers)))
                 status, headers, body = fake.script.pop(0)
+                if status == 0:  # drop the connection without answering
+                    self.close_connection = True
+                    return
                 self._answer(status, headers, body)
 
             def log_message(self, format: str, *args: object) -> None:
@@ -322,3 +325,18 @@ def test_already_replaced_is_raised_unchanged(fake: FakeAcme) -> None:
         client.issue(["r.example"], Http01Solver.__new__(Http01Solver), replaces="abc.def")
     assert info.value.code == "acme-already-replaced"
     assert info.value.problem_type == "urn:ietf:params:acme:error:alreadyReplaced"
+
+
+def test_connection_dropped_mid_post_is_retried_once(fake: FakeAcme) -> None:
+    directory = fetch_directory(fake.url)
+    fake.script = [(0, {}, None), (201, {"Location": "http://x/acct/1"}, {"status": "valid"})]
+    with AcmeClient(directory, generate_private_key()) as client:
+        assert client.register(agree_tos=True).url == "http://x/acct/1"
+    assert [r[0] for r in fake.requests].count("POST") == 2
+    fake.script = [(0, {}, None), (0, {}, None)]
+    with (
+        AcmeClient(directory, generate_private_key()) as client,
+        pytest.raises(AcmeError) as info,
+    ):
+        client.register(agree_tos=True)
+    assert info.value.code == "acme-unreachable"
