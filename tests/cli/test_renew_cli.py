@@ -19,7 +19,7 @@ import pytest
 
 from certman.manager import CertificateManager, IssueRequest, SolverSpec
 from certman.store import FileStore
-from tests.cli.conftest import Certman, snapshot
+from tests.cli.conftest import BLOCKED, Certman, snapshot
 
 pytestmark = pytest.mark.pebble
 
@@ -206,13 +206,9 @@ def test_dry_run_stores_nothing(certman: Certman, tmp_path: Path) -> None:
 
 def test_a_failed_renewal_exits_1_and_shows_in_list(certman: Certman, tmp_path: Path) -> None:
     store = _issue(certman, ["ok.example", "broken.example"])
-    (tmp_path / "unserved").mkdir()
+    # broken.example now also asks for a name the CA refuses.
     meta = store.load_meta("broken.example")
-    store.save_meta(
-        dataclasses.replace(
-            meta, solver="webroot", solver_options={"path": str(tmp_path / "unserved")}
-        )
-    )
+    store.save_meta(dataclasses.replace(meta, names=("broken.example", BLOCKED)))
     old = store.load_live("broken.example").files
     proc = certman.run("renew", "--force", check=False)
     assert proc.returncode == 1

@@ -1,8 +1,10 @@
 """Fixtures for the manager tests: one real Pebble for the whole package.
 
-Pebble keeps its nonce chaos (5% ``badNonce``) but reuses no authorization
-(``authz_reuse=0``), so a test that makes validation fail really fails
-instead of riding on an authorization left valid by an earlier order.
+Pebble keeps its nonce chaos (5% ``badNonce``) but reuses (almost) no
+authorization (``authz_reuse=0``), so orders really validate through the
+solvers under test. Failures are provoked with a name on Pebble's blocklist,
+which is refused every time, rather than with a validation that a reused
+authorization could skip.
 """
 
 from __future__ import annotations

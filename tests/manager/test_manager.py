@@ -133,17 +133,16 @@ def test_failure_is_recorded_backs_off_and_does_not_stop_others(
 ) -> None:
     manager.issue_many([IssueRequest(names=(f"iso{i}.example",)) for i in range(3)])
     old = store.load_live("iso1.example").files
-    # iso1 now answers through a webroot nobody serves: validation must fail.
-    (tmp_path / "w").mkdir()
+    # iso1 now also asks for a name the CA refuses: its renewal must fail.
+    # (Not a validation failure: Pebble may reuse a valid authorization even
+    # with PEBBLE_AUTHZREUSE=0, which would make such a test flaky.)
     meta = store.load_meta("iso1.example")
-    store.save_meta(
-        dataclasses.replace(meta, solver="webroot", solver_options={"path": str(tmp_path / "w")})
-    )
+    store.save_meta(dataclasses.replace(meta, names=("iso1.example", BLOCKED)))
     manager.clock = lambda: _later(4)
     report = manager.renew_due()
     assert report.counts() == {"renewed": 2, "failed": 1}
     (failed,) = report.failed
-    assert failed.name == "iso1.example" and failed.error_code.startswith("acme-")
+    assert failed.name == "iso1.example" and failed.error_code == "acme-rejected-identifier"
     assert failed.next_renewal is not None
     assert store.load_live("iso1.example").files == old  # still served
     meta = store.load_meta("iso1.example")
