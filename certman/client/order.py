@@ -148,7 +148,10 @@ def chain_top_issuer(fullchain_pem: str) -> str | None:
     blocks = split_pem_chain(fullchain_pem)
     if not blocks:
         return None
-    top = x509.load_pem_x509_certificate(blocks[-1].encode())
+    try:
+        top = x509.load_pem_x509_certificate(blocks[-1].encode())
+    except ValueError:
+        return None
     return _common_name(top.issuer)
 
 
@@ -414,7 +417,13 @@ def issue(
     blocks = split_pem_chain(chains[chosen])
     if not blocks:
         raise AcmeError("the CA sent no certificate", code="acme-bad-response", url=cert_url)
-    leaf = x509.load_pem_x509_certificate(blocks[0].encode())
+    try:
+        leaf = x509.load_pem_x509_certificate(blocks[0].encode())
+    except ValueError:
+        raise AcmeError(
+            "the CA sent an unreadable certificate", code="acme-bad-certificate", url=cert_url
+        ) from None
+    _check_names(leaf, identifiers)
     cert_spki = leaf.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -452,6 +461,24 @@ def issue(
         solved,
     )
     return issued
+
+
+def _check_names(leaf: x509.Certificate, identifiers: Sequence[Identifier]) -> None:
+    """Refuse a certificate whose subjectAltName is not exactly what was ordered."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    got = {("dns", n.lower()) for n in san.get_values_for_type(x509.DNSName)}
+    got |= {("ip", ip.compressed) for ip in san.get_values_for_type(x509.IPAddress)}
+    want = {(i.type, i.value) for i in identifiers}
+    if got != want:
+        missing = sorted(v for _, v in want - got)
+        extra = sorted(v for _, v in got - want)
+        raise AcmeError(
+            f"the CA returned a certificate for other names (missing: {missing}, extra: {extra})",
+            code="acme-bad-certificate",
+        )
 
 
 def _attribute_identifier(exc: AcmeError, identifiers: Sequence[Identifier]) -> None:

@@ -221,3 +221,43 @@ def test_revocation_reason_rejects_others(value: int | str) -> None:
     with pytest.raises(ConfigError) as info:
         RevocationReason.parse(value)
     assert info.value.code == "invalid-revocation-reason"
+
+
+def _self_signed(names: list[str]) -> x509.Certificate:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+
+    key = generate_private_key()
+    subject = x509.Name([])
+    sans: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            sans.append(x509.DNSName(n))
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_certificate_names_must_match_the_order() -> None:
+    from certman.client.order import _check_names
+
+    idents = parse_identifiers(["a.example", "*.a.example", "::1"])
+    _check_names(_self_signed(["*.a.example", "A.example", "0:0::1"]), idents)  # same set
+    with pytest.raises(AcmeError) as info:
+        _check_names(_self_signed(["a.example", "::1"]), idents)
+    assert info.value.code == "acme-bad-certificate"
+    assert "*.a.example" in str(info.value)
+    with pytest.raises(AcmeError):
+        _check_names(_self_signed(["a.example", "*.a.example", "::1", "evil.example"]), idents)
