@@ -32,6 +32,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import certifi
 from cryptography import x509
@@ -42,6 +43,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 
 from certman.errors import InspectorError
+from certman.inspector.der import QuickFacts, quick_facts
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +123,11 @@ class TrustStore:
 
     def __init__(self, certificates: Iterable[x509.Certificate], *, name: str = "custom") -> None:
         self.name = name
-        self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
+        self._by_subject: dict[bytes, list[x509.Certificate]] = {}
         self._members: set[x509.Certificate] = set()
         for cert in certificates:
             self._members.add(cert)
-            self._by_subject.setdefault(cert.subject, []).append(cert)
+            self._by_subject.setdefault(raw_names(cert)[1], []).append(cert)
         self._anchors: dict[x509.Certificate, _Anchor] = {}
 
     def __len__(self) -> int:
@@ -157,7 +159,7 @@ class TrustStore:
 
     def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
         """Store certificates whose subject is ``cert``'s issuer (maybe several keys)."""
-        return self._by_subject.get(cert.issuer, [])
+        return self._by_subject.get(raw_names(cert)[0], [])
 
     def certificates(self) -> list[x509.Certificate]:
         """All certificates in the store."""
@@ -195,9 +197,10 @@ class TrustStore:
                 None,
                 f"no trust-store certificate named {_cn(candidates[0])} signed it",
             )
-        if _self_issued(top):
+        issuer_der, subject_der = raw_names(top)
+        if issuer_der == subject_der:
             # A re-encoded copy of a trusted root (same name and key) is trusted.
-            same = self._by_subject.get(top.subject, [])
+            same = self._by_subject.get(subject_der, [])
             for root in same:
                 if root.public_key() == top.public_key():
                     return _Anchor(LinkStatus.TRUSTED, root, "same name and key as a trusted root")
@@ -231,7 +234,7 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool | None
     """
     try:
         algorithm = child.signature_hash_algorithm
-        pub = issuer.public_key()
+        pub = _public_key(issuer)
         oid = child.signature_algorithm_oid
         if isinstance(pub, ec.EllipticCurvePublicKey) and algorithm is not None:
             pub.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(algorithm))
@@ -272,6 +275,40 @@ def signed_by(
     return result
 
 
+_PUBKEYS: dict[x509.Certificate, object] = {}
+_NAMES: dict[x509.Certificate, tuple[bytes, bytes]] = {}
+
+
+def _public_key(cert: x509.Certificate) -> Any:
+    # Issuers recur: keep their parsed keys.
+    key = _PUBKEYS.get(cert)
+    if key is None:
+        if len(_PUBKEYS) > 1024:
+            _PUBKEYS.clear()
+        key = _PUBKEYS[cert] = cert.public_key()
+    return key
+
+
+def raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """(issuer, subject) as DER bytes, memoised for recurring certificates."""
+    hit = _NAMES.get(cert)
+    if hit is not None:
+        return hit
+    facts = quick_facts(cert)
+    if facts is not None:
+        names = (facts.issuer, facts.subject)
+    else:
+        names = (cert.issuer.public_bytes(), cert.subject.public_bytes())
+    if len(_NAMES) > 2048:
+        _NAMES.clear()
+    _NAMES[cert] = names
+    return names
+
+
+def _ca(cert: x509.Certificate, facts: QuickFacts | None) -> bool:
+    return facts.is_ca if facts is not None else _is_ca(cert)
+
+
 def _self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer
 
@@ -292,7 +329,10 @@ def _cn(cert: x509.Certificate) -> str:
 
 
 def analyze_chain(
-    certs: Sequence[x509.Certificate], *, store: TrustStore | None = None
+    certs: Sequence[x509.Certificate],
+    *,
+    store: TrustStore | None = None,
+    facts: Sequence[QuickFacts | None] | None = None,
 ) -> ChainAnalysis:
     """Judge a chain given in the order it was received.
 
@@ -304,10 +344,16 @@ def analyze_chain(
         raise InspectorError("no certificates to analyse", code="no-certificate")
     store = store if store is not None else default_trust_store()
     n = len(certs)
-    # Name objects compare attribute by attribute (and are cached on the
-    # certificate), cheaper than re-encoding each name to DER.
-    subjects = [c.subject for c in certs]
-    issuers = [c.issuer for c in certs]
+    # Names are compared as the DER bytes the certificates carry (what
+    # issuers copy verbatim into their certificates' issuer field).
+    if facts is None:
+        facts = [None] * n
+    names = [
+        (f.issuer, f.subject) if f is not None else raw_names(c)
+        for c, f in zip(certs, facts, strict=True)
+    ]
+    issuers = [x[0] for x in names]
+    subjects = [x[1] for x in names]
     self_issued = [subjects[i] == issuers[i] for i in range(n)]
 
     # For each certificate, its issuer in the bundle: prefer one whose
@@ -338,7 +384,7 @@ def analyze_chain(
     if 0 in unissuing or not unissuing:
         leaf = 0
     else:
-        non_ca = [i for i in unissuing if not _is_ca(certs[i])]
+        non_ca = [i for i in unissuing if not _ca(certs[i], facts[i])]
         leaf = (non_ca or unissuing)[0]
 
     path = [leaf]
@@ -380,7 +426,9 @@ def analyze_chain(
             links.append(Link(i, a.status, None, a.detail))
 
     on_path = set(path)
-    extra = tuple(i for i in range(n) if i not in on_path and (complete or not _is_ca(certs[i])))
+    extra = tuple(
+        i for i in range(n) if i not in on_path and (complete or not _ca(certs[i], facts[i]))
+    )
     expected = list(range(len(path)))
     out_of_order = len(path) > 1 and path != expected
     root_included = top if len(path) > 1 and self_issued[top] else None

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certman.errors import ConfigError
+from certman.errors import ConfigError, InspectorError
 from certman.inspector.chain import TrustStore, analyze_chain, default_trust_store, fingerprint
+from certman.inspector.der import QuickFacts, quick_facts
 from certman.inspector.distrust import EVENTS, DistrustEvent
 from certman.inspector.load import DEFAULT_MAX_SIZE, Bundle, load_bundle, load_file
 from certman.inspector.model import CertificateInfo, KeyInfo, Report
@@ -147,31 +148,41 @@ def _key(cert: x509.Certificate) -> KeyInfo:
 
 
 _INFO_CACHE: dict[x509.Certificate, CertificateInfo] = {}
-_NAME_TEXT: dict[x509.Name, str] = {}
+_NAME_TEXT: dict[bytes, str] = {}
 
 
-def _name_text(name: x509.Name) -> str:
-    """RFC 4514 text of an issuer name, memoised (thousands of leaves share an issuer)."""
-    text = _NAME_TEXT.get(name)
-    if text is None:
-        if len(_NAME_TEXT) > 2048:
-            _NAME_TEXT.clear()
-        text = _NAME_TEXT[name] = name.rfc4514_string()
+def _remember(der: bytes, name: x509.Name) -> str:
+    """RFC 4514 text of an issuer name, memoised by its DER (leaves share issuers)."""
+    if len(_NAME_TEXT) > 2048:
+        _NAME_TEXT.clear()
+    text = _NAME_TEXT[der] = name.rfc4514_string()
     return text
 
 
-def certificate_info(cert: x509.Certificate, index: int, now: dt.datetime) -> CertificateInfo:
-    """The facts about one certificate (memoised per process for intermediates)."""
+def certificate_info(
+    cert: x509.Certificate, index: int, now: dt.datetime, facts: QuickFacts | None = None
+) -> CertificateInfo:
+    """The facts about one certificate (memoised per process for intermediates).
+
+    ``facts`` (from :func:`quick_facts`) saves building name and extension
+    objects; without it cryptography's parser is used.
+    """
     cached = _INFO_CACHE.get(cert) if index else None
     if cached is not None:
         days = (cached.not_after - now) // dt.timedelta(days=1)
         return _with(cached, index, days)
     algorithm, digest = _signature(cert)
     not_after = cert.not_valid_after_utc
+    if facts is not None:
+        issuer_text = _NAME_TEXT.get(facts.issuer) or _remember(facts.issuer, cert.issuer)
+        sans, is_ca, self_signed = facts.sans, facts.is_ca, facts.issuer == facts.subject
+    else:
+        issuer_text = cert.issuer.rfc4514_string()
+        sans, is_ca, self_signed = _sans(cert), _is_ca(cert), cert.subject == cert.issuer
     info = CertificateInfo(
         index=index,
         subject=cert.subject.rfc4514_string(),
-        issuer=_name_text(cert.issuer),
+        issuer=issuer_text,
         serial=format(cert.serial_number, "X"),
         sha256=fingerprint(cert),
         not_before=cert.not_valid_before_utc,
@@ -180,9 +191,9 @@ def certificate_info(cert: x509.Certificate, index: int, now: dt.datetime) -> Ce
         key=_key(cert),
         signature_algorithm=algorithm,
         signature_hash=digest,
-        sans=_sans(cert),
-        is_ca=_is_ca(cert),
-        self_signed=cert.subject == cert.issuer,
+        sans=sans,
+        is_ca=is_ca,
+        self_signed=self_signed,
     )
     if index:
         if len(_INFO_CACHE) > 512:
@@ -263,20 +274,33 @@ def inspect(
         # read of the field; an audit reports on them, it does not print (as
         # in load.py).
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        chain = analyze_chain(bundle.certificates, store=trust)
-        infos = tuple(certificate_info(c, i, when) for i, c in enumerate(bundle.certificates))
         all_keys = tuple(bundle.keys) + tuple(keys)
-        ctx = RuleContext(
-            bundle=bundle,
-            infos=infos,
-            chain=chain,
-            now=when,
-            expiring_days=opts.expiring_days,
-            host=host,
-            keys=all_keys,
-            distrust=opts.distrust,
-        )
-        findings = run_rules(ctx, opts.rules)
+        try:
+            facts = [quick_facts(c) for c in bundle.certificates]
+            chain = analyze_chain(bundle.certificates, store=trust, facts=facts)
+            infos = tuple(
+                certificate_info(c, i, when, facts[i]) for i, c in enumerate(bundle.certificates)
+            )
+            ctx = RuleContext(
+                bundle=bundle,
+                infos=infos,
+                chain=chain,
+                now=when,
+                expiring_days=opts.expiring_days,
+                host=host,
+                keys=all_keys,
+                distrust=opts.distrust,
+            )
+            findings = run_rules(ctx, opts.rules)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            # cryptography parses names and extensions lazily; a certificate
+            # whose DER is broken there fails only when they are read. One
+            # clear error for this bundle, never an exception out of a scan.
+            raise InspectorError(
+                f"{bundle.source}: malformed certificate: {exc}",
+                code="malformed-certificate",
+                source=bundle.source,
+            ) from exc
     return Report(
         source=bundle.source,
         format=bundle.format,

@@ -254,3 +254,11 @@ def test_rsa_key_facts(pki: f.PKI, store: TrustStore) -> None:
     report = run(load_bundle(f.pem(cert, pki.inter)), store)
     assert str(report.certificates[0].key) == "RSA-2048"
     assert isinstance(cert.key, rsa.RSAPrivateKey)
+
+
+def test_docs_rule_table_lists_every_rule() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "inspector.md").read_text()
+    for rule_id, r in RULES.items():
+        assert f"| `{rule_id}` | {r.severity} |" in doc
