@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certman.errors import ConfigError
+from certman.inspector.chain import raw_names
 
 UTC = dt.UTC
 
@@ -622,14 +623,20 @@ def match_chain(
     if not path:
         return []
     leaf = path[0]
+    index = _index_for(events)
     fps = set(fingerprints)
-    org_attrs = leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    leaf_issuer_org_raw = str(org_attrs[0].value) if org_attrs else None
-    leaf_issuer_org = _norm(leaf_issuer_org_raw) if leaf_issuer_org_raw is not None else None
+    leaf_issuer_org_raw, leaf_issuer_org = _issuer_org(leaf)
+    candidates: set[int] = set(index.pattern_events)
+    if fps & index.fingerprints:
+        candidates.update(i for fp in fps for i in index.by_fingerprint.get(fp, ()))
+    if leaf_issuer_org is not None:
+        candidates.update(index.by_org.get(leaf_issuer_org, ()))
+    if not candidates:
+        return []
     issued_nb = leaf.not_valid_before_utc
     issued_sct: dt.datetime | None = None
     out: list[DistrustMatch] = []
-    for event in events:
+    for event in (index.events[i] for i in sorted(candidates)):
         matched_by = ""
         if event.exempt_organizations and leaf_issuer_org in event.exempt_organizations:
             continue
@@ -661,6 +668,59 @@ def match_chain(
         if active or pending:
             out.append(DistrustMatch(event, matched_by, tuple(active), tuple(pending)))
     return out
+
+
+@dataclass(frozen=True)
+class _Index:
+    events: tuple[DistrustEvent, ...]
+    fingerprints: frozenset[str]
+    by_fingerprint: dict[str, tuple[int, ...]]
+    by_org: dict[str, tuple[int, ...]]
+    pattern_events: tuple[int, ...]
+
+
+_LAST_INDEX: list[tuple[object, _Index]] = []
+
+
+def _index_for(events: Iterable[DistrustEvent]) -> _Index:
+    # A scan passes the same events object for every bundle: index it once,
+    # so a bundle only looks at the events its fingerprints/issuer can match.
+    if _LAST_INDEX and _LAST_INDEX[0][0] is events:
+        return _LAST_INDEX[0][1]
+    evs = tuple(events)
+    by_fp: dict[str, list[int]] = {}
+    by_org: dict[str, list[int]] = {}
+    for i, e in enumerate(evs):
+        for fp in e.fingerprints:
+            by_fp.setdefault(fp, []).append(i)
+        for org in e.organizations:
+            by_org.setdefault(org, []).append(i)
+    index = _Index(
+        evs,
+        frozenset(by_fp),
+        {k: tuple(v) for k, v in by_fp.items()},
+        {k: tuple(v) for k, v in by_org.items()},
+        tuple(i for i, e in enumerate(evs) if e.patterns),
+    )
+    _LAST_INDEX[:] = [(events, index)]
+    return index
+
+
+_ORGS: dict[bytes, tuple[str | None, str | None]] = {}
+
+
+def _issuer_org(cert: x509.Certificate) -> tuple[str | None, str | None]:
+    """(O as written, normalised O) of ``cert``'s issuer, memoised by issuer DER."""
+    key = raw_names(cert)[0]
+    hit = _ORGS.get(key)
+    if hit is None:
+        attrs = cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        raw = str(attrs[0].value) if attrs else None
+        hit = (raw, _norm(raw) if raw is not None else None)
+        if len(_ORGS) > 2048:
+            _ORGS.clear()
+        _ORGS[key] = hit
+    return hit
 
 
 def _first_per_vendor(actions: list[VendorAction]) -> list[VendorAction]:

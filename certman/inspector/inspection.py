@@ -149,6 +149,19 @@ def _key(cert: x509.Certificate) -> KeyInfo:
 
 _INFO_CACHE: dict[x509.Certificate, CertificateInfo] = {}
 _NAME_TEXT: dict[bytes, str] = {}
+_FACTS: dict[x509.Certificate, QuickFacts | None] = {}
+
+
+def _facts(cert: x509.Certificate, index: int) -> QuickFacts | None:
+    # Memoised for intermediates (index > 0), which recur across a fleet.
+    if not index:
+        return quick_facts(cert)
+    if cert in _FACTS:
+        return _FACTS[cert]
+    if len(_FACTS) > 512:
+        _FACTS.clear()
+    facts = _FACTS[cert] = quick_facts(cert)
+    return facts
 
 
 def _remember(der: bytes, name: x509.Name) -> str:
@@ -276,7 +289,7 @@ def inspect(
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         all_keys = tuple(bundle.keys) + tuple(keys)
         try:
-            facts = [quick_facts(c) for c in bundle.certificates]
+            facts = [_facts(c, i) for i, c in enumerate(bundle.certificates)]
             chain = analyze_chain(bundle.certificates, store=trust, facts=facts)
             infos = tuple(
                 certificate_info(c, i, when, facts[i]) for i, c in enumerate(bundle.certificates)

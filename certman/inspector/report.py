@@ -33,7 +33,9 @@ FORMATS = ("table", "jsonl", "csv", "prometheus")
 
 def iso(value: dt.datetime) -> str:
     """ISO 8601 in UTC with a ``Z``."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 @dataclass(frozen=True)
