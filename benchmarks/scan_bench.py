@@ -197,9 +197,13 @@ def build_fleet(root: Path, n: int) -> Path:
     return fleet
 
 
-def baseline(fleet: Path) -> tuple[float, int]:
-    """Read every file and parse every certificate, one core. Returns (seconds, certs)."""
+def baseline(fleet: Path) -> tuple[float, int, float]:
+    """Read every file and parse every certificate, one core.
+
+    Returns (wall seconds, certificates, CPU seconds).
+    """
     certs = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
@@ -215,7 +219,7 @@ def baseline(fleet: Path) -> tuple[float, int]:
                         certs += 1
                 except ValueError:
                     pass
-    return time.perf_counter() - t0, certs
+    return time.perf_counter() - t0, certs, time.process_time() - c0
 
 
 def _tree_rss_kib(pid: int) -> int:
@@ -244,8 +248,15 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def run_certman(fleet: Path, roots: Path, out: Path, workers: int | None) -> tuple[float, int, int]:
-    """Time ``certman scan``; returns (seconds, peak tree RSS KiB, exit status)."""
+def run_certman(
+    fleet: Path, roots: Path, out: Path, workers: int | None
+) -> tuple[float, int, int, float]:
+    """Time ``certman scan``; returns (seconds, peak tree RSS KiB, exit status, CPU seconds).
+
+    CPU seconds are user + system time of certman's whole process tree
+    (its workers are reaped by it, so RUSAGE_CHILDREN counts them).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     certman = [sys.executable, "-m", "certman"]
     cmd = [*certman, "scan", str(fleet), "--format", "jsonl", "--trust-store", str(roots)]
     if workers:
@@ -267,7 +278,9 @@ def run_certman(fleet: Path, roots: Path, out: Path, workers: int | None) -> tup
         elapsed = time.perf_counter() - t0
         done.set()
         sampler.join()
-    return elapsed, peak, status
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, peak, status, cpu
 
 
 def main() -> None:
@@ -288,10 +301,10 @@ def main() -> None:
             fleet = build_fleet(work, args.n)
             print(f"built {args.n} bundles in {time.perf_counter() - t0:.1f}s under {work}")
         roots = work / "roots.pem"
-        base1, certs = baseline(fleet)  # also warms the page cache
-        secs, peak_kib, status = run_certman(fleet, roots, work / "out.jsonl", args.workers)
-        base2, _ = baseline(fleet)
-        base = min(base1, base2)
+        base1, certs, cpu1 = baseline(fleet)  # also warms the page cache
+        secs, peak_kib, status, cpu = run_certman(fleet, roots, work / "out.jsonl", args.workers)
+        base2, _, cpu2 = baseline(fleet)
+        base, base_cpu = min(base1, base2), min(cpu1, cpu2)
         with open(work / "out.jsonl", "rb") as fh:
             lines = sum(1 for _ in fh)
         children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -303,6 +316,11 @@ def main() -> None:
             f"exit {status}"
         )
         print(f"ratio certman/baseline: {secs / base:.2f}  (target <= 1.2)")
+        print(
+            f"CPU time: certman tree {cpu:.2f}s vs baseline {base_cpu:.2f}s "
+            f"(CPU ratio {cpu / base_cpu:.2f}; {cpu / args.n * 1e6:.0f} us CPU per bundle); "
+            f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
         print(f"peak RSS, certman process tree (sum): {peak_kib / 1024:.0f} MB  (target <= 200 MB)")
         print(f"largest single process (getrusage children): {children_max / 1024:.0f} MB")
     finally:
