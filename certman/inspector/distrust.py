@@ -612,6 +612,7 @@ def match_chain(
     *,
     now: dt.datetime,
     events: Iterable[DistrustEvent] = EVENTS,
+    issuer_der: bytes | None = None,
 ) -> list[DistrustMatch]:
     """Events that affect the chain whose path (leaf first) is ``path``.
 
@@ -619,13 +620,15 @@ def match_chain(
     certificates and of its trust anchor. A match whose vendor steps all
     exclude this leaf (issued before the cutoff) is not returned; one whose
     steps are only in the future is returned with ``pending`` steps.
+    ``issuer_der`` (the leaf's issuer name as DER, when the caller has it)
+    saves re-reading it.
     """
     if not path:
         return []
     leaf = path[0]
     index = _index_for(events)
     fps = set(fingerprints)
-    leaf_issuer_org_raw, leaf_issuer_org = _issuer_org(leaf)
+    leaf_issuer_org_raw, leaf_issuer_org = _issuer_org(leaf, issuer_der)
     candidates: set[int] = set(index.pattern_events)
     if fps & index.fingerprints:
         candidates.update(i for fp in fps for i in index.by_fingerprint.get(fp, ()))
@@ -709,9 +712,11 @@ def _index_for(events: Iterable[DistrustEvent]) -> _Index:
 _ORGS: dict[bytes, tuple[str | None, str | None]] = {}
 
 
-def _issuer_org(cert: x509.Certificate) -> tuple[str | None, str | None]:
+def _issuer_org(
+    cert: x509.Certificate, issuer_der: bytes | None = None
+) -> tuple[str | None, str | None]:
     """(O as written, normalised O) of ``cert``'s issuer, memoised by issuer DER."""
-    key = raw_names(cert)[0]
+    key = issuer_der if issuer_der is not None else raw_names(cert)[0]
     hit = _ORGS.get(key)
     if hit is None:
         attrs = cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)

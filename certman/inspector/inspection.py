@@ -303,6 +303,7 @@ def inspect(
                 host=host,
                 keys=all_keys,
                 distrust=opts.distrust,
+                facts=facts,
             )
             findings = run_rules(ctx, opts.rules)
         except (ValueError, UnsupportedAlgorithm) as exc:

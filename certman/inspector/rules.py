@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from certman.inspector.chain import ChainAnalysis
+from certman.inspector.der import QuickFacts
 from certman.inspector.distrust import DistrustEvent, DistrustMatch, match_chain
 from certman.inspector.load import Bundle
 from certman.inspector.model import CertificateInfo, Finding, Severity
@@ -83,6 +84,7 @@ class RuleContext:
         host: str | None,
         keys: Sequence[PrivateKeyTypes],
         distrust: Sequence[DistrustEvent],
+        facts: Sequence[QuickFacts | None] = (),
     ) -> None:
         self.bundle = bundle
         self.certs = bundle.certificates
@@ -93,6 +95,7 @@ class RuleContext:
         self.host = host
         self.keys = keys
         self.distrust = distrust
+        self.facts = facts
 
     @property
     def leaf_index(self) -> int:
@@ -106,7 +109,9 @@ class RuleContext:
         fps = [self.infos[i].sha256 for i in self.chain.path]
         if self.chain.anchor_sha256:
             fps.append(self.chain.anchor_sha256)
-        return match_chain(path, fps, now=self.now, events=self.distrust)
+        leaf_facts = self.facts[self.chain.leaf] if self.facts else None
+        issuer_der = leaf_facts.issuer if leaf_facts is not None else None
+        return match_chain(path, fps, now=self.now, events=self.distrust, issuer_der=issuer_der)
 
 
 def _date(value: dt.datetime) -> str:
