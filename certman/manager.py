@@ -1316,7 +1316,8 @@ class CertificateManager:
         ``locked``; in a forced run, one that another process renewed after
         this run began is reported ``skipped`` (never renewed twice).
         ``next_run``: when the caller runs next (ARI moments before it are due
-        now). ``lock_wait``: after the first pass, lineages that were
+        now). ``lock_wait`` (cluster mode: several workers share a store):
+        each worker starts at a random point of the list; after the first pass, lineages that were
         ``locked`` are tried once more, waiting up to this many seconds for
         each lock, so that when several workers split a run and one of them
         dies mid-order (its lock is freed), a survivor finishes that lineage
@@ -1367,7 +1368,13 @@ class CertificateManager:
                 )
 
         try:
-            outcomes = self._run_pool(targets, work, concurrency, progress)
+            # Cluster mode: each worker starts at a random point of the list,
+            # so that workers split it instead of all contending for the
+            # first names; the report keeps the list's order.
+            shift = int(self.rng.random() * len(targets)) if lock_wait and targets else 0
+            order = targets[shift:] + targets[:shift]
+            done = self._run_pool(order, work, concurrency, progress)
+            outcomes = done[len(targets) - shift :] + done[: len(targets) - shift]
             if lock_wait:
                 again = [i for i, o in enumerate(outcomes) if o.status == "locked"]
                 if again:
@@ -1449,7 +1456,9 @@ class CertificateManager:
             if meta is None:
                 meta = _meta_from_cert(lname, live.cert)
             names = meta.names
-            if force and meta.last_success_at is not None and meta.last_success_at > run_started:
+            # Renewed by another process since this run began: never twice in
+            # one run (and cheaper than asking ARI about the new certificate).
+            if meta.last_success_at is not None and meta.last_success_at > run_started:
                 return Outcome(
                     lname,
                     "skipped",

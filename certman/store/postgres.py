@@ -370,7 +370,7 @@ class PostgresStore:
         *,
         token_ttl: timedelta = DEFAULT_TOKEN_TTL,
         claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
-        max_idle: int = 8,
+        max_idle: int = 32,
         connect_timeout: int = 5,
     ) -> None:
         self.url = url

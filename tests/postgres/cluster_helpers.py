@@ -42,6 +42,8 @@ with CertificateManager(
 ) as manager:
     report = manager.issue_many([IssueRequest(names=(n,)) for n in names])
 print(json.dumps(report.counts()))
+for outcome in report.failed:
+    print(f"{outcome.name}: {outcome.reason} [{outcome.error_code}]", file=sys.stderr)
 sys.exit(0 if report.ok else 1)
 """
 
@@ -57,6 +59,8 @@ with CertificateManager(
 ) as manager:
     report = manager.renew_due(lock_wait=float(lock_wait))
 print(json.dumps(report.counts()))
+for outcome in report.failed:
+    print(f"{outcome.name}: {outcome.reason} [{outcome.error_code}]", file=sys.stderr)
 sys.exit(0 if report.ok else 1)
 """
 
