@@ -461,7 +461,10 @@ def strict_verify(
     offered as intermediates in any order.
     """
     store = store if store is not None else default_trust_store()
-    builder = verification.PolicyBuilder().store(verification.Store(store.certificates()))
+    roots = store.certificates()
+    if not roots:
+        return "the trust store is empty"
+    builder = verification.PolicyBuilder().store(verification.Store(roots))
     builder = builder.time(now)
     try:
         if host is not None:

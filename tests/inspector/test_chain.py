@@ -1,0 +1,30 @@
+"""Chain analysis on lists of certificates as received; the strict verifier's verdict."""
+
+from __future__ import annotations
+
+from certman.inspector import LinkStatus, TrustStore, analyze_chain, strict_verify
+from tests.inspector import factory as f
+
+
+def test_links_as_received(pki: f.PKI, store: TrustStore) -> None:
+    ch = analyze_chain([pki.leaf.cert, pki.inter.cert, pki.root.cert], store=store)
+    assert [ln.status for ln in ch.links] == [LinkStatus.OK, LinkStatus.OK, LinkStatus.TRUSTED]
+    assert ch.path == (0, 1, 2) and ch.trusted and ch.root_included == 2
+    assert ch.anchor is not None and "Test Root CA" in ch.anchor
+
+    rev = analyze_chain([pki.root.cert, pki.inter.cert, pki.leaf.cert], store=store)
+    assert rev.leaf == 2 and rev.path == (2, 1, 0) and rev.out_of_order
+    assert rev.links[2].status == LinkStatus.OUT_OF_ORDER and rev.links[2].issuer == 1
+
+    alone = analyze_chain([pki.leaf.cert], store=TrustStore([]))
+    assert alone.links[0].status == LinkStatus.ISSUER_MISSING and not alone.complete
+
+    selfsigned = analyze_chain([pki.root.cert], store=TrustStore([]))
+    assert selfsigned.links[0].status == LinkStatus.SELF_SIGNED and selfsigned.complete
+
+
+def test_strict_verify(pki: f.PKI, store: TrustStore) -> None:
+    certs = [pki.leaf.cert, pki.inter.cert]
+    assert strict_verify(certs, now=f.NOW, store=store, host="www.example.org") is None
+    assert strict_verify(certs, now=f.NOW, store=store, host="other.example") is not None
+    assert strict_verify(certs, now=f.NOW, store=TrustStore([])) is not None
