@@ -263,3 +263,13 @@ def test_usage_errors_exit_2(registered: Certman) -> None:
         "issue", "-d", "u.example", "--standalone", "--listen", "x:y", check=False
     )
     assert proc.returncode == 2
+
+
+def test_profile_the_ca_does_not_offer(populated: Certman) -> None:
+    before = snapshot(populated.home)
+    proc = populated.run(
+        "issue", "-d", "p.example", *populated.listen, "--profile", "shortlived", check=False
+    )
+    line = _one_error_line(proc)
+    assert "shortlived" in line and "acme-profile-not-offered" in line
+    assert snapshot(populated.home) == before
