@@ -23,7 +23,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from certman.inspector.model import CertificateInfo, Finding, Report, ScanResult, Severity
 from certman.inspector.rules import RULES
@@ -324,9 +324,12 @@ def prometheus_rows(result: ScanResult) -> str:
 # --- the summary and the CLI's per-result work --------------------------------
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """What the scan CLI needs back from a worker for one source."""
+class Rendered(NamedTuple):
+    """What the scan CLI needs back from a worker for one source.
+
+    A NamedTuple rather than a dataclass: one crosses the process boundary
+    per source, and tuples pickle several times faster.
+    """
 
     text: str | None
     status: str
