@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 from types import FrameType
@@ -12,16 +13,25 @@ import click
 from certman.challenges.http01 import StoreTokenStore, TokenStore
 from certman.challenges.server import HTTP01Server, parse_listen_address
 from certman.cli._common import handle_errors, state
+from certman.errors import CertmanError
 from certman.store import open_store
+
+log = logging.getLogger(__name__)
 
 
 class _CountingTokens:
-    """Counts lookups and hits, for the summary printed on exit."""
+    """Counts lookups and hits, for the summary printed on exit.
+
+    A store that cannot be read (the database is down) answers "not found"
+    (the CA's validation fails, it will retry later) with one warning line,
+    rather than a traceback per request.
+    """
 
     def __init__(self, inner: TokenStore) -> None:
         self.inner = inner
         self.lookups = 0
         self.served = 0
+        self.errors = 0
         self._lock = threading.Lock()
 
     def put(self, token: str, key_authorization: str) -> None:
@@ -31,7 +41,13 @@ class _CountingTokens:
         self.inner.delete(token)
 
     def get(self, token: str) -> str | None:
-        value = self.inner.get(token)
+        try:
+            value = self.inner.get(token)
+        except CertmanError as exc:
+            with self._lock:
+                self.errors += 1
+            log.warning("cannot read token %s: %s [%s]", token, exc, exc.code)
+            return None
         with self._lock:
             self.lookups += 1
             if value is not None:
@@ -152,7 +168,7 @@ def serve_command(
     finally:
         if cache is not None:
             cache.stop()
-    summary = {"lookups": counting.lookups, "served": counting.served}
+    summary = {"lookups": counting.lookups, "served": counting.served, "errors": counting.errors}
     if cache is not None:
         summary["cache_hits"] = cache.hits
     if as_json:

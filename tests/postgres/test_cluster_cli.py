@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from localpg import LocalPostgres
 
 from certman.store import AccountRecord, CertificateFiles, CertificateMeta, FileStore
 from certman.store.postgres import SCHEMA_VERSION, PostgresStore
@@ -243,3 +244,45 @@ def test_migrate_loses_nothing_and_is_idempotent(pg_store: PostgresStore, tmp_pa
 def test_migrate_needs_a_postgres_target(tmp_path: Path, args: list[str]) -> None:
     result = certman("migrate", "--from", str(tmp_path), *args)
     assert result.returncode == 2 and "postgresql://" in result.stderr
+
+
+def test_serve_http01_survives_the_database_going_away(
+    pg_store: PostgresStore, pg_server: LocalPostgres
+) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "certman",
+            "serve-http01",
+            "--store",
+            pg_store.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    ) as proc:
+        assert proc.stdout is not None
+        address = json.loads(proc.stdout.readline())["listening"]
+        base = f"http://{address}/.well-known/acme-challenge/"
+        pg_store.put_token("tok-2", "tok-2.thumb")
+        assert _get(base + "tok-2") == (200, b"tok-2.thumb")
+        pg_server.stop()
+        try:
+            # Unreadable store: "not found" (the CA retries later), not a crash.
+            assert all(_get(base + f"tok-{i}")[0] == 404 for i in range(3, 6))
+        finally:
+            pg_server.start()
+        pg_store.put_token("tok-7", "tok-7.thumb")
+        assert _get(base + "tok-7") == (200, b"tok-7.thumb")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "store-unavailable" in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["errors"] == 3 and summary["served"] == 2
