@@ -179,7 +179,7 @@ class TrustStore:
                 result.root.subject.rfc4514_string(),
                 fingerprint(result.root),
             )
-        if len(self._anchors) > 1024:
+        if len(self._anchors) > 256:
             self._anchors.clear()
         self._anchors[top] = result
         return result
@@ -269,7 +269,7 @@ def signed_by(
     if key in _SIG_CACHE:
         return _SIG_CACHE[key]
     result = _signed_by(child, issuer)
-    if len(_SIG_CACHE) > 2048:
+    if len(_SIG_CACHE) > 512:
         _SIG_CACHE.clear()
     _SIG_CACHE[key] = result
     return result
@@ -283,7 +283,7 @@ def _public_key(cert: x509.Certificate) -> Any:
     # Issuers recur: keep their parsed keys.
     key = _PUBKEYS.get(cert)
     if key is None:
-        if len(_PUBKEYS) > 1024:
+        if len(_PUBKEYS) > 256:
             _PUBKEYS.clear()
         key = _PUBKEYS[cert] = cert.public_key()
     return key
@@ -299,7 +299,7 @@ def raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
         names = (facts.issuer, facts.subject)
     else:
         names = (cert.issuer.public_bytes(), cert.subject.public_bytes())
-    if len(_NAMES) > 2048:
+    if len(_NAMES) > 512:
         _NAMES.clear()
     _NAMES[cert] = names
     return names

@@ -722,7 +722,7 @@ def _issuer_org(
         attrs = cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         raw = str(attrs[0].value) if attrs else None
         hit = (raw, _norm(raw) if raw is not None else None)
-        if len(_ORGS) > 2048:
+        if len(_ORGS) > 512:
             _ORGS.clear()
         _ORGS[key] = hit
     return hit

@@ -166,7 +166,7 @@ def _facts(cert: x509.Certificate, index: int) -> QuickFacts | None:
 
 def _remember(der: bytes, name: x509.Name) -> str:
     """RFC 4514 text of an issuer name, memoised by its DER (leaves share issuers)."""
-    if len(_NAME_TEXT) > 2048:
+    if len(_NAME_TEXT) > 512:
         _NAME_TEXT.clear()
     text = _NAME_TEXT[der] = name.rfc4514_string()
     return text
