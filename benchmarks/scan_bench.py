@@ -222,8 +222,13 @@ def baseline(fleet: Path) -> tuple[float, int, float]:
     return time.perf_counter() - t0, certs, time.process_time() - c0
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """Sum of VmRSS over pid and its descendants (from /proc)."""
+def _tree_rss_kib(pid: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in KiB over pid and its descendants (from /proc).
+
+    RSS counts pages shared between the forked workers once per process;
+    PSS splits them between the sharers, so the PSS sum is the memory the
+    tree really uses.
+    """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -234,24 +239,27 @@ def _tree_rss_kib(pid: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [pid]
+    rss = pss = 0
+    stack = [pid]
     while stack:
         p = stack.pop()
         stack.extend(children.get(p, []))
         try:
-            with open(f"/proc/{p}/status") as fh:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
         except OSError:
             pass
-    return total
+    return rss, pss
 
 
 def run_certman(
     fleet: Path, roots: Path, out: Path, workers: int | None
-) -> tuple[float, int, int, float]:
-    """Time ``certman scan``; returns (seconds, peak tree RSS KiB, exit status, CPU seconds).
+) -> tuple[float, tuple[int, int], int, float]:
+    """Time ``certman scan``; returns (seconds, peak tree (RSS, PSS) KiB, status, CPU seconds).
 
     CPU seconds are user + system time of certman's whole process tree
     (its workers are reaped by it, so RUSAGE_CHILDREN counts them).
@@ -261,7 +269,7 @@ def run_certman(
     cmd = [*certman, "scan", str(fleet), "--format", "jsonl", "--trust-store", str(roots)]
     if workers:
         cmd += ["--workers", str(workers)]
-    peak = 0
+    peak = (0, 0)
     t0 = time.perf_counter()
     with open(out, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh)
@@ -270,7 +278,8 @@ def run_certman(
         def sample() -> None:
             nonlocal peak
             while not done.wait(0.02):
-                peak = max(peak, _tree_rss_kib(proc.pid))
+                rss, pss = _tree_rss_kib(proc.pid)
+                peak = (max(peak[0], rss), max(peak[1], pss))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -321,7 +330,10 @@ def main() -> None:
             f"(CPU ratio {cpu / base_cpu:.2f}; {cpu / args.n * 1e6:.0f} us CPU per bundle); "
             f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
-        print(f"peak RSS, certman process tree (sum): {peak_kib / 1024:.0f} MB  (target <= 200 MB)")
+        print(
+            f"peak RSS, certman process tree (sum): {peak_kib[0] / 1024:.0f} MB  "
+            f"(target <= 200 MB); peak PSS sum: {peak_kib[1] / 1024:.0f} MB"
+        )
         print(f"largest single process (getrusage children): {children_max / 1024:.0f} MB")
     finally:
         if args.dir is None:
