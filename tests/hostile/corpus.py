@@ -138,10 +138,16 @@ def der_length(n: int) -> bytes:
 
 def nested_sequences(depth: int, inner: bytes = b"\x05\x00") -> bytes:
     """``depth`` SEQUENCEs inside each other, with correct definite lengths."""
-    data = inner
+    # Built from the inside out as a list of headers: concatenating in the loop
+    # would copy the growing body every time (quadratic at 200,000 levels).
+    headers: list[bytes] = []
+    length = len(inner)
     for _ in range(depth):
-        data = b"\x30" + der_length(len(data)) + data
-    return data
+        header = b"\x30" + der_length(length)
+        headers.append(header)
+        length += len(header)
+    headers.reverse()
+    return b"".join(headers) + inner
 
 
 def nested_indefinite(depth: int) -> bytes:
