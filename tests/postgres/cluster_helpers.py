@@ -39,6 +39,7 @@ names = sys.argv[5:]
 with CertificateManager(
     PostgresStore(url), server=server, ca_bundle=bundle, limits=UNLIMITED,
     default_solver=SolverSpec.http01_store(), concurrency=int(concurrency),
+    request_timeout=60.0,
 ) as manager:
     report = manager.issue_many([IssueRequest(names=(n,)) for n in names])
 print(json.dumps(report.counts()))
@@ -55,7 +56,7 @@ from certman.store.postgres import PostgresStore
 url, server, bundle, concurrency, lock_wait = sys.argv[1:6]
 with CertificateManager(
     PostgresStore(url), server=server, ca_bundle=bundle, limits=UNLIMITED,
-    concurrency=int(concurrency),
+    concurrency=int(concurrency), request_timeout=60.0,
 ) as manager:
     report = manager.renew_due(lock_wait=float(lock_wait))
 print(json.dumps(report.counts()))
@@ -130,7 +131,7 @@ def split(names: Sequence[str], parts: int) -> list[list[str]]:
 
 
 def issue_workers(
-    url: str, server: str, bundle: str, chunks: Sequence[Sequence[str]], concurrency: int = 8
+    url: str, server: str, bundle: str, chunks: Sequence[Sequence[str]], concurrency: int = 4
 ) -> list[subprocess.Popen[str]]:
     return [
         subprocess.Popen(
@@ -152,7 +153,7 @@ def renew_workers(
     count: int,
     *,
     cli: bool = True,
-    concurrency: int = 6,
+    concurrency: int = 4,
     lock_wait: float = 120.0,
 ) -> list[subprocess.Popen[str]]:
     """``count`` renewal processes: ``certman renew`` (``cli``) or library workers."""
