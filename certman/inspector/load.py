@@ -98,6 +98,9 @@ def load_bundle(
     # with a deprecation warning; an auditor wants them read, not a warning.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        # PKCS#7/#12 that is BER rather than DER is read all the same, with a
+        # UserWarning: the library does not print, so it is not shown.
+        warnings.filterwarnings("ignore", ".*could not be parsed as DER", UserWarning)
         if b"-----BEGIN " in data:
             return _load_pem(data, source, password)
         return _load_binary(data, source, password)
@@ -285,7 +288,7 @@ def _load_pem_blocks(data: bytes, source: str, password: bytes | None) -> Bundle
                 except TypeError:
                     problems.append("an encrypted private key (no password given) was skipped")
             # Other blocks (CSRs, parameters, ...) are not ours to judge.
-        except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
+        except (ValueError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
             problems.append(f"block #{blocks} ({label.decode()}): {exc}")
     if begins > blocks:
         if not certs:

@@ -266,3 +266,19 @@ def test_unreadable_leaf_key_with_a_private_key_is_a_finding() -> None:
     bundle = load_bundle(data)
     report = inspect(bundle, now=NOW, store=empty_store())
     assert "key-mismatch" in {f.rule for f in report.findings}
+
+
+def test_pkcs7_block_with_invalid_certificate_version() -> None:
+    """Regression (found by benchmarks/fuzz_loaders.py): InvalidVersion escaped a PKCS7 block."""
+    der = next(s.data for s in seeds() if s.name == "pkcs7-der")
+    bad = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x16", 1)
+    assert bad != der
+    assert check(pem_wrap(bad, "PKCS7")) == "no-certificate"
+
+
+def test_ber_pkcs7_and_pkcs12_load_without_warnings() -> None:
+    """Regression: trailing data makes cryptography fall back to BER with a UserWarning,
+    which the library must not show (pytest turns warnings into errors here)."""
+    for name in ("pkcs7-der", "pkcs12"):
+        seed = next(s for s in seeds() if s.name == name)
+        check(seed.data + b"\x00", seed.password)
