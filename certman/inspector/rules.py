@@ -374,10 +374,13 @@ def _root_included(ctx: RuleContext) -> RuleOutput:
 @rule(
     "extra-cert",
     Severity.LOW,
-    "A certificate in the bundle is not on the path from the end entity to the root.",
+    "A certificate in the bundle is not on the path from the end entity to the root "
+    "(not checked for files of CA certificates only, such as trust stores).",
     "Remove unrelated certificates from the bundle.",
 )
 def _extra_cert(ctx: RuleContext) -> RuleOutput:
+    if ctx.infos[ctx.leaf_index].is_ca:
+        return  # a bundle of CA certificates (a trust store file), not a served chain
     for i in ctx.chain.extra:
         yield i, f"{ctx.infos[i].subject} is not part of the chain"
 

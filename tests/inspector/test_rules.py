@@ -180,6 +180,9 @@ def test_extra_cert(pki: f.PKI, store: TrustStore) -> None:
     report = run(f.pem(pki.leaf, pki.inter, stranger), store)
     assert fired(report, "extra-cert") == [2]
     assert fired(run(f.pem(pki.leaf, pki.inter), store), "extra-cert") == []
+    other_root = f.root("Other Root", key=f.ec_key(n=60))
+    ca_file = run(f.pem(pki.root, other_root), store)  # a trust-store file
+    assert fired(ca_file, "extra-cert") == []
 
 
 def test_untrusted_root(pki: f.PKI, store: TrustStore) -> None:
