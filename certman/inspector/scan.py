@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from itertools import islice
@@ -138,9 +139,16 @@ def _parallel(
     chunk_size: int,
 ) -> Iterator[T]:
     methods = multiprocessing.get_all_start_methods()
-    # fork is cheapest (workers inherit the imported library); it is safe
-    # here because the executor forks its workers before it starts threads.
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    # fork is cheapest (workers inherit the imported library) and safe when
+    # this process has no other threads (the executor forks its workers
+    # before starting its own). A caller with threads (a web app, a test
+    # runner with a server thread) gets forkserver/spawn instead: forking a
+    # threaded process can deadlock a child on a lock held by another thread.
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    ctx = multiprocessing.get_context(method)
     max_pending = workers * 3
     chunks = _chunks(items, chunk_size)
     with ProcessPoolExecutor(

@@ -108,3 +108,21 @@ def test_pluggable_source_with_der_chain_and_host(pki: f.PKI, store_file: str) -
     (result,) = list(scan([src], now=f.NOW, workers=2, options=options))
     assert result.source == "example:443"
     assert [x.rule for x in result.report.findings] == ["hostname-mismatch"]  # type: ignore[union-attr]
+
+
+def test_parallel_scan_from_a_threaded_process(pki: f.PKI, store_file: str) -> None:
+    """With another thread alive the workers are not forked; results are the same."""
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        rows = [(f"r{n}", f.pem(pki.leaf, pki.inter)) for n in range(20)]
+        options = InspectOptions(trust_store=store_file)
+        results = list(scan(rows, now=f.NOW, workers=2, options=options))
+    finally:
+        stop.set()
+        other.join()
+    assert sorted(r.source for r in results) == sorted(f"r{n}" for n in range(20))
+    assert all(r.ok and not r.report.findings for r in results)  # type: ignore[union-attr]
