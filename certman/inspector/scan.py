@@ -121,7 +121,8 @@ def scan_map(
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count < 1:
         raise InspectorError("workers must be >= 1", code="bad-workers")
-    items = iter_sources(sources, max_size=opts.max_size, password=password, stdin=stdin)
+    secret = password if password is not None else opts.password
+    items = iter_sources(sources, max_size=opts.max_size, password=secret, stdin=stdin)
     if count == 1:
         trust_store_for(opts.trust_store)
         for source in items:

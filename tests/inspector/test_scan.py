@@ -126,3 +126,22 @@ def test_parallel_scan_from_a_threaded_process(pki: f.PKI, store_file: str) -> N
         other.join()
     assert sorted(r.source for r in results) == sorted(f"r{n}" for n in range(20))
     assert all(r.ok and not r.report.findings for r in results)  # type: ignore[union-attr]
+
+
+def test_scan_pkcs12_with_the_options_password(pki: f.PKI, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    data = pkcs12.serialize_key_and_certificates(
+        b"x",
+        pki.leaf.key,  # type: ignore[arg-type]
+        pki.leaf.cert,
+        [pki.inter.cert],
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    (tmp_path / "site.p12").write_bytes(data)
+    good = InspectOptions(password=b"pw")
+    (ok,) = scan([tmp_path / "site.p12"], now=f.NOW, workers=1, options=good)
+    assert ok.ok and ok.report.format == "pkcs12" and ok.report.keys == 1  # type: ignore[union-attr]
+    (bad,) = scan([tmp_path / "site.p12"], now=f.NOW, workers=1, options=InspectOptions())
+    assert bad.error_code == "pkcs12-password"
