@@ -177,7 +177,10 @@ def _checked(cert: x509.Certificate) -> x509.Certificate:
     """
     cert.subject  # noqa: B018 - parsed for the side effect of validating it
     cert.issuer  # noqa: B018
-    cert.extensions  # noqa: B018
+    try:
+        cert.extensions  # noqa: B018
+    except x509.DuplicateExtension as exc:  # not a ValueError
+        raise ValueError(str(exc)) from exc
     return cert
 
 

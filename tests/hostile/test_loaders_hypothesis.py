@@ -282,3 +282,13 @@ def test_ber_pkcs7_and_pkcs12_load_without_warnings() -> None:
     for name in ("pkcs7-der", "pkcs12"):
         seed = next(s for s in seeds() if s.name == name)
         check(seed.data + b"\x00", seed.password)
+
+
+def test_duplicate_extension_is_an_inspector_error() -> None:
+    """Regression (found by the atheris run): x509.DuplicateExtension escaped load_bundle."""
+    der = next(s.data for s in seeds() if s.name == "der")
+    # The leaf's BasicConstraints extension renamed to a second SubjectAltName.
+    bad = der.replace(b"\x06\x03\x55\x1d\x13\x01\x01\xff", b"\x06\x03\x55\x1d\x11\x01\x01\xff", 1)
+    assert bad != der
+    assert check(bad) == "unrecognised-input"
+    check(pem_wrap(bad))
