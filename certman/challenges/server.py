@@ -1,19 +1,25 @@
 """A standalone HTTP-01 responder and the solver that runs it for an order.
 
 Why not ``http.server``: the responder faces the whole internet (the CA
-validates from several vantage points, anyone else can connect too) and it
-only has to answer one kind of request. A small purpose-built loop gives
-hard limits that ``http.server`` does not: a bounded request line and
-header block, a bounded number of headers, one *overall* deadline per
-connection (a per-``recv`` timeout does not stop a slowloris client that
-sends a byte every few seconds), a cap on concurrent connections, exactly
-one request per connection, and no file system access at all.
+validates from several vantage points, and anyone else can connect too), and
+it only has to answer one kind of request. A small purpose-built loop gives
+hard limits that ``http.server`` lacks: a bounded request line and header
+block, a bounded number of headers, one *overall* deadline per connection (a
+per-``recv`` timeout does not stop a slowloris client that sends a byte every
+few seconds), exactly one request per connection, and no file system access.
+
+It is one selector loop in one thread, not a thread per connection: idle
+connections cost a buffer each, and when ``max_connections`` are open the
+oldest is closed to admit the newest, so a flood of idle clients can delay
+the CA's request by at most one round of evictions instead of locking it out
+until their timeouts expire.
 
 It answers ``GET`` (and ``HEAD``) of ``/.well-known/acme-challenge/<token>``
 when the token is in its :class:`~certman.challenges.http01.TokenStore` with
 ``200 text/plain`` and the key authorization; everything else gets 404
-(unknown path or token), 405 (another method), 400/408/414/431/505 (bad or
-slow or oversized requests) or 503 (too many connections).
+(unknown path or token), 405 (another method), 400/408/414/431/505 (bad,
+slow or oversized requests), or 503 (closed to make room for a newer
+connection).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ _REASONS = {
 
 
 class _Reject(Exception):
+    """Answer with this error status instead of parsing further."""
+
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
@@ -166,20 +174,48 @@ def _bad_listen(spec: str) -> ConfigError:
     )
 
 
+class _Conn:
+    """One client connection still sending its request head."""
+
+    __slots__ = ("buf", "deadline", "peer", "sock")
+
+    def __init__(self, sock: socket.socket, peer: object, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.deadline = deadline
+        self.buf = bytearray()
+
+
+_DRAIN = object()  # selector data marking a connection that is only being drained
+_DRAIN_SECONDS = 0.5
+_ACCEPTS_PER_EVENT = 64
+
+
 class HTTP01Server:
-    """A threaded HTTP-01 responder reading key authorizations from a TokenStore.
+    """An HTTP-01 responder reading key authorizations from a TokenStore.
 
     ``host``: ``""`` (default) listens on every address, IPv6 and IPv4;
     ``"127.0.0.1"``, ``"::1"``, a host name or any address binds just that.
     ``port=0`` picks a free port; :attr:`port` tells which after
-    :meth:`start`. Limits: ``connection_timeout`` is the whole time a client
-    gets to send its request (then 408 and close); ``max_connections``
-    concurrent connections (more get 503 and are closed at once);
-    ``max_request_line`` / ``max_header_bytes`` / ``max_headers`` bound the
-    request (414 / 431).
+    :meth:`start`.
 
-    Use as a context manager or call :meth:`start` / :meth:`stop`. Start and
-    stop are thread safe; the token store can be changed while it runs.
+    One thread runs a selector loop over every connection: an idle or slow
+    client costs a socket and a small buffer, never a thread, so thousands
+    of them cannot starve the CA's request. Limits:
+
+    - ``connection_timeout``: the whole time a client gets to send its
+      request head (then 408 and close), however it trickles bytes;
+    - ``max_connections``: connections still sending their request; when
+      full, the *oldest* of them is closed (503) to admit the new one, so
+      holding connections open cannot lock the CA out;
+    - ``max_request_line`` / ``max_header_bytes`` / ``max_headers``: bound
+      the request (414 / 431); nothing beyond them is buffered.
+
+    Each connection carries one request and gets ``Connection: close``.
+    The token store's ``get`` is called from the loop thread, so it should be
+    quick (every certman store is). Use as a context manager or call
+    :meth:`start` / :meth:`stop`; both are thread safe, and the token store
+    can be changed while the server runs.
     """
 
     def __init__(
@@ -189,7 +225,7 @@ class HTTP01Server:
         port: int = 80,
         *,
         connection_timeout: float = 10.0,
-        max_connections: int = 64,
+        max_connections: int = 512,
         max_request_line: int = 2048,
         max_header_bytes: int = 8192,
         max_headers: int = 32,
@@ -198,7 +234,8 @@ class HTTP01Server:
         self.host = host
         self.requested_port = port
         self.connection_timeout = connection_timeout
-        self.max_connections = max_connections
+        self.max_connections = max(1, max_connections)
+        self.max_draining = max(16, self.max_connections // 4)
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
@@ -207,10 +244,9 @@ class HTTP01Server:
         self._thread: threading.Thread | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._conns_lock = threading.Lock()
         self._port = 0
+        self._last_busy_warning = 0.0
+        self.evicted = 0  # connections closed to make room (a sign of a flood)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -236,24 +272,25 @@ class HTTP01Server:
         with self._lock:
             if self._sock is not None:
                 return
-            sock = _listen(self.host, self.requested_port, min(self.max_connections, 128))
+            sock = _listen(self.host, self.requested_port, 128)
             sock.setblocking(False)
             self._sock = sock
             self._port = int(sock.getsockname()[1])
             self._wake_r, self._wake_w = socket.socketpair()
-            self._stopping.clear()
             self._thread = threading.Thread(
-                target=self._serve, name=f"certman-http01:{self._port}", daemon=True
+                target=self._serve,
+                args=(sock, self._wake_r),
+                name=f"certman-http01:{self._port}",
+                daemon=True,
             )
             self._thread.start()
         log.info("HTTP-01 responder listening on %s port %d", self.host or "*", self._port)
 
     def stop(self) -> None:
-        """Stop accepting, cut open connections, wait for the threads; idempotent."""
+        """Stop accepting, close every connection, wait for the loop; idempotent."""
         with self._lock:
             if self._sock is None:
                 return
-            self._stopping.set()
             assert self._wake_w is not None
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"x")
@@ -264,13 +301,6 @@ class HTTP01Server:
                 if s is not None:
                     s.close()
             self._sock = self._thread = self._wake_r = self._wake_w = None
-            with self._conns_lock:
-                conns = list(self._conns.items())
-            for conn, _ in conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-            for _, thread in conns:
-                thread.join(timeout=5)
         log.info("HTTP-01 responder on port %d stopped", self._port)
 
     def __enter__(self) -> Self:
@@ -285,139 +315,220 @@ class HTTP01Server:
     ) -> None:
         self.stop()
 
-    # -- serving ---------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------
 
-    def _serve(self) -> None:
-        assert self._sock is not None and self._wake_r is not None
-        # Refused connections (over the cap) are drained here, in the accept
-        # loop, for a moment after the 503: closing a socket with unread
-        # request bytes sends a RST that can destroy the 503 on the client.
+    def _serve(self, listener: socket.socket, wake: socket.socket) -> None:
+        # Both dicts are kept in deadline order (insertion order, fixed
+        # timeouts), so expiry and eviction only ever look at the front.
+        active: dict[socket.socket, _Conn] = {}
         draining: dict[socket.socket, float] = {}
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._sock, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            try:
-                while not self._stopping.is_set():
-                    events = sel.select(timeout=0.25 if draining else None)
-                    for key, _ in events:
-                        if key.fileobj is self._wake_r:
-                            return
-                        if key.fileobj is self._sock:
-                            self._accept(sel, draining)
-                            continue
-                        conn = key.fileobj
-                        assert isinstance(conn, socket.socket)
-                        try:
-                            done = not conn.recv(4096)
-                        except OSError:
-                            done = True
-                        if done:
-                            sel.unregister(conn)
-                            conn.close()
-                            draining.pop(conn, None)
-                    now = time.monotonic()
-                    for conn, until in list(draining.items()):
-                        if until <= now:
-                            sel.unregister(conn)
-                            conn.close()
-                            del draining[conn]
-            finally:
-                for conn in draining:
-                    conn.close()
-
-    def _accept(self, sel: selectors.BaseSelector, draining: dict[socket.socket, float]) -> None:
-        assert self._sock is not None
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ)
+        sel.register(wake, selectors.EVENT_READ)
         try:
-            conn, peer = self._sock.accept()
+            while True:
+                for key, _ in sel.select(self._timeout(active, draining)):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is wake:
+                        return
+                    if sock is listener:
+                        self._accept(sel, listener, active, draining)
+                    elif key.data is _DRAIN:
+                        self._drain(sel, sock, draining)
+                    elif sock in active:
+                        self._read(sel, active[sock], active, draining)
+                self._expire(sel, active, draining)
+        except Exception:  # never die silently with the port still bound
+            log.exception("HTTP-01 responder loop failed")
+            raise
+        finally:
+            for sock in [*active, *draining]:
+                sock.close()
+            sel.close()
+
+    @staticmethod
+    def _timeout(
+        active: dict[socket.socket, _Conn], draining: dict[socket.socket, float]
+    ) -> float | None:
+        firsts = []
+        if active:
+            firsts.append(next(iter(active.values())).deadline)
+        if draining:
+            firsts.append(next(iter(draining.values())))
+        if not firsts:
+            return None
+        return max(0.0, min(firsts) - time.monotonic())
+
+    def _accept(
+        self,
+        sel: selectors.BaseSelector,
+        listener: socket.socket,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        for _ in range(_ACCEPTS_PER_EVENT):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and active:
+                    # Out of descriptors: give the oldest one back and retry.
+                    self._evict(sel, active, draining)
+                    continue
+                log.warning("HTTP-01 responder: accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            if len(active) >= self.max_connections:
+                self._evict(sel, active, draining)
+            conn = _Conn(sock, peer, time.monotonic() + self.connection_timeout)
+            active[sock] = conn
+            sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict(
+        self,
+        sel: selectors.BaseSelector,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        oldest = next(iter(active.values()))
+        self.evicted += 1
+        now = time.monotonic()
+        if now - self._last_busy_warning > 10:
+            self._last_busy_warning = now
+            log.warning(
+                "HTTP-01 responder: %d connections open, closing the oldest "
+                "(a flood of idle clients?)",
+                len(active),
+            )
+        self._respond(sel, oldest, 503, b"busy\n", False, active, draining)
+
+    def _read(
+        self,
+        sel: selectors.BaseSelector,
+        conn: _Conn,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        try:
+            data = conn.sock.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as exc:  # e.g. EMFILE: keep serving the others
-            log.warning("HTTP-01 responder: accept failed: %s", exc)
-            time.sleep(0.05)
-            return
-        with self._conns_lock:
-            busy = len(self._conns) >= self.max_connections
-            if not busy:
-                thread = threading.Thread(
-                    target=self._handle, args=(conn, peer), name="certman-http01-conn", daemon=True
-                )
-                self._conns[conn] = thread
-        if not busy:
-            thread.start()
-            return
-        log.warning("HTTP-01 responder: too many connections, refusing %s", peer)
-        try:
-            conn.setblocking(False)
-            conn.send(self._response(503, b"busy\n", head=False))
-            conn.shutdown(socket.SHUT_WR)
         except OSError:
-            conn.close()
+            data = b""
+        if not data:  # the client went away before sending a whole request
+            self._close(sel, conn.sock, active, draining)
             return
-        if len(draining) >= 256:
-            conn.close()
-            return
-        draining[conn] = time.monotonic() + 1.0
-        sel.register(conn, selectors.EVENT_READ)
-
-    def _handle(self, conn: socket.socket, peer: object) -> None:
-        deadline = time.monotonic() + self.connection_timeout
+        conn.buf += data
         try:
-            conn.setblocking(True)
-            try:
-                status, body, head = self._answer(conn, deadline, peer)
-            except _Reject as rej:
-                status, body, head = rej.status, f"{_REASONS[rej.status]}\n".encode(), False
-            except _Closed:
+            head = self._head(conn.buf)
+            if head is None:
                 return
-            conn.settimeout(max(deadline - time.monotonic(), 1.0))
-            conn.sendall(self._response(status, body, head=head))
-            # Half-close and drain briefly so unread request bytes do not turn
-            # our close into a RST that would eat the response on the client.
-            conn.shutdown(socket.SHUT_WR)
-            drain_until = time.monotonic() + 0.5
-            while (left := drain_until - time.monotonic()) > 0:
-                conn.settimeout(left)
-                if not conn.recv(65536):
-                    break
+            status, body, head_only = self._answer(head, conn.peer)
+        except _Reject as rej:
+            status, body, head_only = rej.status, f"{_REASONS[rej.status]}\n".encode(), False
+        self._respond(sel, conn, status, body, head_only, active, draining)
+
+    def _expire(
+        self,
+        sel: selectors.BaseSelector,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        now = time.monotonic()
+        while active:
+            conn = next(iter(active.values()))
+            if conn.deadline > now:
+                break
+            self._respond(sel, conn, 408, b"Request Timeout\n", False, active, draining)
+        while draining:
+            sock, until = next(iter(draining.items()))
+            if until > now:
+                break
+            self._close(sel, sock, active, draining)
+
+    def _respond(
+        self,
+        sel: selectors.BaseSelector,
+        conn: _Conn,
+        status: int,
+        body: bytes,
+        head_only: bool,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        """Send the whole (small) response at once, then half-close and drain.
+
+        Responses are a few hundred bytes and the socket's send buffer is
+        empty, so one non-blocking ``send`` takes it all; a client that will
+        not even accept that is simply dropped. Draining for a moment after
+        the half-close matters: closing with unread request bytes makes the
+        kernel send a RST, which can destroy the response on the client.
+        """
+        sock = conn.sock
+        del active[sock]
+        conn.buf = bytearray()
+        try:
+            data = self._response(status, body, head=head_only)
+            if sock.send(data) != len(data):
+                raise OSError("short send")
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sel.unregister(sock)
+            sock.close()
+            return
+        if len(draining) >= self.max_draining:
+            sel.unregister(sock)
+            sock.close()
+            return
+        sel.modify(sock, selectors.EVENT_READ, _DRAIN)
+        draining[sock] = time.monotonic() + _DRAIN_SECONDS
+
+    def _drain(
+        self, sel: selectors.BaseSelector, sock: socket.socket, draining: dict[socket.socket, float]
+    ) -> None:
+        try:
+            if sock.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             pass
-        finally:
-            conn.close()
-            with self._conns_lock:
-                self._conns.pop(conn, None)
+        self._close(sel, sock, {}, draining)
 
-    def _read_head(self, conn: socket.socket, deadline: float) -> bytes:
-        buf = bytearray()
-        limit = self.max_request_line + self.max_header_bytes
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                end = buf.find(b"\n\n")
-            if end >= 0:
-                return bytes(buf[:end])
-            first_nl = buf.find(b"\n")
-            if (first_nl < 0 and len(buf) > self.max_request_line) or (
-                first_nl > self.max_request_line
-            ):
-                raise _Reject(414)
-            if len(buf) > limit:
-                raise _Reject(431)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Reject(408)
-            conn.settimeout(remaining)
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                raise _Reject(408) from None
-            if not data:
-                raise _Closed
-            buf += data
+    @staticmethod
+    def _close(
+        sel: selectors.BaseSelector,
+        sock: socket.socket,
+        active: dict[socket.socket, _Conn],
+        draining: dict[socket.socket, float],
+    ) -> None:
+        active.pop(sock, None)
+        draining.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(sock)
+        sock.close()
 
-    def _answer(
-        self, conn: socket.socket, deadline: float, peer: object
-    ) -> tuple[int, bytes, bool]:
-        head = self._read_head(conn, deadline)
+    # -- HTTP ------------------------------------------------------------------
+
+    def _head(self, buf: bytearray) -> bytes | None:
+        """The request head once complete, ``None`` while incomplete; ``_Reject`` on limits."""
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = buf.find(b"\n\n")
+        first_nl = buf.find(b"\n")
+        if (first_nl < 0 and len(buf) > self.max_request_line) or (
+            first_nl > self.max_request_line
+        ):
+            raise _Reject(414)
+        if end >= 0:
+            return bytes(buf[:end])
+        if len(buf) > self.max_request_line + self.max_header_bytes:
+            raise _Reject(431)
+        return None
+
+    def _answer(self, head: bytes, peer: object) -> tuple[int, bytes, bool]:
         lines = head.replace(b"\r\n", b"\n").split(b"\n")
         request_line = lines[0]
         if len(request_line) > self.max_request_line:
@@ -468,10 +579,6 @@ class HTTP01Server:
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)
 
 
-class _Closed(Exception):
-    """The client went away before sending a whole request."""
-
-
 class StandaloneSolver:
     """Answers HTTP-01 by running an :class:`HTTP01Server` while tokens are out.
 
@@ -496,7 +603,7 @@ class StandaloneSolver:
         port: int = 80,
         *,
         connection_timeout: float = 10.0,
-        max_connections: int = 64,
+        max_connections: int = 512,
     ) -> None:
         self._tokens = MemoryTokenStore()
         self.server = HTTP01Server(

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -180,22 +181,41 @@ def test_slow_client_is_cut_off_without_blocking_others() -> None:
             slow.close()
 
 
-def test_connection_cap_answers_503_and_recovers() -> None:
-    with HTTP01Server(None, "127.0.0.1", 0, connection_timeout=30, max_connections=2) as srv:
+def test_full_server_evicts_the_oldest_connection() -> None:
+    tokens = MemoryTokenStore()
+    tokens.put(TOKEN, KEYAUTH)
+    with HTTP01Server(tokens, "127.0.0.1", 0, connection_timeout=30, max_connections=2) as srv:
         idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(2)]
         try:
-            assert status_of(raw(srv.port, b"GET / HTTP/1.1\r\n\r\n")) == 503
+            # The newcomer (the CA, say) is served; the oldest idle one makes room.
+            assert get(srv.port, f"/.well-known/acme-challenge/{TOKEN}")[0] == 200
+            assert status_of(idle[0].recv(4096)) == 503
+            idle[1].sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert status_of(idle[1].recv(4096)) == 404
         finally:
             for s in idle:
-                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                assert status_of(s.recv(4096)) == 404
                 s.close()
-        # Once the idle ones are answered, new clients are served again.
-        for _ in range(50):
-            status = status_of(raw(srv.port, b"GET / HTTP/1.1\r\n\r\n"))
-            if status == 404:
-                break
-        assert status == 404
+        assert srv.evicted == 1
+
+
+def test_flood_of_idle_connections_does_not_lock_out_the_ca() -> None:
+    tokens = MemoryTokenStore()
+    tokens.put(TOKEN, KEYAUTH)
+    with HTTP01Server(tokens, "127.0.0.1", 0, connection_timeout=60, max_connections=50) as srv:
+        flood = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+                s.sendall(b"GET /.well-known/acme-")  # and then nothing, for a minute
+                flood.append(s)
+            for _ in range(5):
+                status, _, body = get(srv.port, f"/.well-known/acme-challenge/{TOKEN}")
+                assert (status, body) == (200, KEYAUTH.encode())
+        finally:
+            for s in flood:
+                s.close()
+        assert srv.evicted >= 250
+        assert threading.active_count() < 20  # a loop, not a thread per connection
 
 
 def test_port_zero_reports_bound_port_and_stop_closes() -> None:
