@@ -56,7 +56,8 @@ class Solver(Protocol):
     - ``cleanup(tasks)`` is always called after validation, successful or
       not, and must not raise for tasks that are already gone.
     - A solver is used from one thread at a time unless its docstring says it
-      is thread safe; the standalone and token-store solvers are.
+      is thread safe; all of certman's own solvers are (standalone,
+      token-store, webroot, DNS hook), so concurrent orders can share one.
     """
 
     challenge_types: tuple[str, ...]
