@@ -108,3 +108,15 @@ def test_middleware_passthrough_unknown(tokens: MemoryTokenStore) -> None:
         assert get(port, "/.well-known/acme-challenge/other")[2] == (
             b"site: GET /.well-known/acme-challenge/other"
         )
+
+
+def test_wsgi_compliance_under_wsgiref_validator(tokens: MemoryTokenStore) -> None:
+    """wsgiref.validate checks the WSGI protocol; its warnings are errors in this suite."""
+    from wsgiref.validate import validator
+
+    for app in (make_wsgi_app(tokens), ChallengeMiddleware(site, tokens)):
+        with serve(validator(app)) as port:
+            assert get(port, f"/.well-known/acme-challenge/{TOKEN}")[0] == 200
+            assert get(port, f"/.well-known/acme-challenge/{TOKEN}", "HEAD")[0] == 200
+            assert get(port, "/.well-known/acme-challenge/nope")[0] == 404
+            assert get(port, f"/.well-known/acme-challenge/{TOKEN}", "POST")[0] == 405
