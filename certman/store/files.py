@@ -149,6 +149,13 @@ class FileStore:
                 path=str(self.root),
             ) from exc
         self._root_key = str(self.root.resolve())
+        with contextlib.suppress(OSError):
+            if self.root.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                log.warning(
+                    "store root %s is writable by other users: they could plant "
+                    "files there; chmod 700 it",
+                    self.root,
+                )
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"

@@ -614,3 +614,16 @@ def test_purge_stale_tokens(store: FileStore) -> None:
     assert store.purge_tokens(now, timedelta(days=1)) == 1
     assert store.get_token("old") is None and store.get_token("new") == "new.x"
     assert FileStore(store.root.parent / "empty").purge_tokens(now) == 0
+
+
+def test_group_writable_root_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o775)
+    FileStore(root)
+    assert "writable by other users" in caplog.text
+    caplog.clear()
+    FileStore(tmp_path / "fresh")
+    assert caplog.text == ""
