@@ -27,3 +27,24 @@ def test_errors_carry_codes() -> None:
     assert err.code == "acme"
     assert err.to_dict()["problem_type"].endswith("rejectedIdentifier")
     assert certman.StoreError("x", code="store-corrupt").code == "store-corrupt"
+
+
+def test_lazy_table_matches_all() -> None:
+    # Every lazily imported name is public, and every public name is either
+    # defined eagerly or in the lazy table: nothing listed can be missing.
+    lazy = set(certman._LAZY)
+    assert lazy <= set(certman.__all__)
+    eager = {name for name in certman.__all__ if name in vars(certman)} - lazy
+    assert set(certman.__all__) == lazy | eager | {"__version__"}
+
+
+def test_import_does_not_load_acme_stack() -> None:
+    # `certman scan` workers and `certman list` must not pay for the ACME stack.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, certman, certman.errors; print('acme' in sys.modules, 'josepy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
