@@ -10,17 +10,12 @@ import click
 from certman.cli._common import echo_json, handle_errors, state
 from certman.errors import ConfigError
 from certman.metrics import collect, render, write_textfile
-from certman.store import FileStore, Store
+from certman.store import Store, open_store
 
 
 def _open_store(ctx: click.Context) -> Store:
     cli = state(ctx)
-    if cli.store_url:
-        raise ConfigError(
-            "certman metrics reads the file store only (--home); --store is not supported yet",
-            code="config-store-unsupported",
-        )
-    return FileStore(cli.home)
+    return open_store(cli.store_url, home=cli.home)
 
 
 @click.command("metrics")
