@@ -27,7 +27,7 @@ from certman.client import account as _account
 from certman.client import order as _order
 from certman.client.account import Account, ExternalAccountBinding
 from certman.client.directory import Directory, fetch_directory, resolve_directory_url
-from certman.client.network import AcmeSession, HttpTransport
+from certman.client.network import BAD_NONCE_RETRIES, AcmeSession, HttpTransport
 from certman.client.order import IssuedCertificate, RevocationReason
 from certman.keys import DEFAULT_KEY_TYPE, KeyType, PrivateKey
 
@@ -52,7 +52,7 @@ class AcmeClient:
         account_url: str | None = None,
         ca_bundle: str | PathLike[str] | None = None,
         timeout: float = 10.0,
-        bad_nonce_retries: int = 10,
+        bad_nonce_retries: int = BAD_NONCE_RETRIES,
     ) -> None:
         self.directory = directory
         self.ca_bundle = ca_bundle

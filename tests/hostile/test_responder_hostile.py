@@ -345,7 +345,8 @@ def test_thousand_concurrent_connections_stay_bounded(responder: ResponderProces
         for s in held[-200:]:
             s.settimeout(5)
             statuses.append(read_status(s))
-        assert set(statuses) <= {503, None}
+        # (408: an admitted one reached its deadline while we were reading.)
+        assert set(statuses) <= {503, 408, None}
         assert statuses.count(503) > 0
     finally:
         for s in held:
