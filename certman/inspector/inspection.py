@@ -306,9 +306,10 @@ def inspect(
                 facts=facts,
             )
             findings = run_rules(ctx, opts.rules)
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
             # cryptography parses names and extensions lazily; a certificate
-            # whose DER is broken there fails only when they are read. One
+            # whose DER is broken there fails only when they are read (a name
+            # attribute of a type its Name refuses is a TypeError). One
             # clear error for this bundle, never an exception out of a scan.
             raise InspectorError(
                 f"{bundle.source}: malformed certificate: {exc}",

@@ -175,11 +175,13 @@ def _checked(cert: x509.Certificate) -> x509.Certificate:
     first read; reading them here makes such a certificate a parse problem of
     its block (ValueError) instead of an exception escaping ``inspect``.
     """
-    cert.subject  # noqa: B018 - parsed for the side effect of validating it
-    cert.issuer  # noqa: B018
     try:
+        cert.subject  # noqa: B018 - parsed for the side effect of validating it
+        cert.issuer  # noqa: B018
         cert.extensions  # noqa: B018
-    except x509.DuplicateExtension as exc:  # not a ValueError
+    except (x509.DuplicateExtension, TypeError) as exc:
+        # Neither is a ValueError: a repeated extension, or a name attribute
+        # whose ASN.1 type cryptography's Name refuses (TypeError).
         raise ValueError(str(exc)) from exc
     return cert
 

@@ -19,6 +19,7 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -292,3 +293,43 @@ def test_duplicate_extension_is_an_inspector_error() -> None:
     assert bad != der
     assert check(bad) == "unrecognised-input"
     check(pem_wrap(bad))
+
+
+def test_name_attribute_type_cryptography_refuses() -> None:
+    """Regression (found by the atheris run): a BIT STRING attribute under an OID
+    other than x500UniqueIdentifier made cryptography's Name raise TypeError."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "odd.example"),
+            x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, b"\x00\x01", _ASN1Type.BitString),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    bad = der.replace(b"\x06\x03\x55\x04\x2d\x03", b"\x06\x03\x55\x04\x03\x03")  # OID -> CN
+    assert bad != der
+    assert check(bad) == "unrecognised-input"
+    check(pem_wrap(bad))
+    check(
+        pkcs7.serialize_certificates(
+            [x509.load_der_x509_certificate(bad)], serialization.Encoding.DER
+        )
+    )
