@@ -156,7 +156,8 @@ def run_atheris(seconds: int, crash_dir: Path) -> int:
     cov = re.findall(r"cov: (\d+)", log)
     broken = proc.returncode != 0
     if broken:
-        print(log[-4000:])
+        # atheris prints the uncaught exception and libFuzzer its summary.
+        print((proc.stdout + log)[-6000:])
     print(
         f"engine=atheris executions={runs} seconds={elapsed:.1f} "
         f"exec_per_s={runs / max(elapsed, 1e-9):.0f} coverage_edges={cov[-1] if cov else '?'} "

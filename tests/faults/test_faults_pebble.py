@@ -10,14 +10,17 @@ Long cases are marked ``slow``; they still run in ``make test``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -279,9 +282,16 @@ def test_full_disk_is_a_clear_error_and_keeps_the_certificate(
         filler = fill(disk, 0)
         result = run(home, pebble, "renew", "--force")
         assert result.returncode == 1, result.stdout + result.stderr
-        message = (result.stdout + result.stderr).lower()
-        assert "no space left" in message or "enospc" in message or "space" in message, message
-        assert "traceback" not in message
+        assert "Traceback" not in result.stdout + result.stderr
+        # The summary names the lineage and the cause.
+        assert "1 failed" in result.stdout, result.stdout
+        assert "No space left on device" in result.stdout, result.stdout
+        as_json = run(home, pebble, "renew", "--force", "--json")
+        assert as_json.returncode == 1
+        (outcome,) = json.loads(as_json.stdout)["certificates"]
+        assert outcome["status"] == "failed" and outcome["error_code"] == "store-io", outcome
+        assert "No space left on device" in outcome["reason"], outcome
+        print(f"full disk: certman renew said: {result.stdout.strip()}")
         assert live_state(home) == before  # the previous certificate is intact
         filler.unlink()
         again = run(home, pebble, "renew", "--force")
@@ -293,36 +303,72 @@ def test_full_disk_is_a_clear_error_and_keeps_the_certificate(
 # -- 5. two issuers racing for one name ----------------------------------------------------
 
 
-def test_two_issue_commands_for_one_name_make_one_lineage(
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve(root: Path, port: int) -> Iterator[None]:
+    """A web server (as nginx would be) serving ``root`` where Pebble validates HTTP-01."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_two_issue_commands_for_one_name_make_one_order_and_lineage(
     pebble: LocalPebble, tmp_path: Path
 ) -> None:
+    """Both processes can answer challenges (a shared web root), so only the
+    lineage lock stands between them and two orders."""
     home = tmp_path / "home"
+    www = tmp_path / "www"
+    www.mkdir()
     reg = run(home, pebble, "account", "register", "--agree-tos")
     assert reg.returncode == 0, reg.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTMAN_")}
-    args = [
-        "issue",
-        "-d",
-        "race.example",
-        "--standalone",
-        "--listen",
-        f"127.0.0.1:{pebble.http_port}",
-    ]
-    procs = [
-        subprocess.Popen(
-            certman(home, pebble, *args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(2)
-    ]
-    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    # The pre-hook runs with the lineage lock held: the winner waits in it
+    # until the other process has finished, so the two certainly overlap.
+    release = tmp_path / "release"
+    hook = f"while [ ! -e {release} ]; do sleep 0.02; done"
+    args = ["issue", "-d", "race.example", "--webroot", str(www), "--pre-hook", hook]
+    log_before = len(pebble.pebble_log.read_bytes())
+    with serve(www, pebble.http_port):
+        procs = [
+            subprocess.Popen(
+                certman(home, pebble, *args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(2)
+        ]
+        try:
+            deadline = time.monotonic() + 60
+            while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    procs[0].wait(timeout=0.05)
+            assert any(p.poll() is not None for p in procs), "both hold the lock?"
+        finally:
+            release.touch()
+        results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    orders = pebble.pebble_log.read_bytes()[log_before:].count(b"Added order")
+    assert orders == 1, (orders, results)
     codes = sorted(r[0] for r in results)
-    assert codes[0] == 0, results
+    assert codes == [0, 1], results
+    for code, _out, err in results:
+        if code != 0:  # the loser says why, in one line
+            assert code == 1 and err.count("\n") == 1 and "store-locked" in err, err
     lineages = [p.name for p in (home / "certs").iterdir()]
     assert lineages == ["race.example"], lineages
     versions = sorted(p.name for p in (home / "certs" / "race.example" / "archive").iterdir())
-    assert versions == ["1"], (versions, results)  # one order: one certificate
+    assert versions == ["1"], (versions, results)
     live_state(home)
