@@ -17,9 +17,13 @@ with cryptography's own primitive for each link
 :func:`strict_verify` offers the library verifier's verdict on top.
 
 Memoisation: intermediates and roots recur across a fleet, so signature
-results for (child, issuer) pairs where the child is an intermediate, and the
-trust-store anchoring of a path's top certificate, are cached per process.
-Leaf signatures are unique and always checked.
+results for (child, issuer) pairs where the child is a CA, and the
+trust-store anchoring of a path's top CA certificate, are cached per process.
+Leaf signatures are unique and always checked. The caches are keyed by
+object identity (the loader hands out one parsed object per distinct
+intermediate; see load.py): hashing a Certificate hashes its whole DER, which
+cost more than the work saved. Each entry holds its certificate, so an id is
+never reused while its entry lives.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ class TrustStore:
         for cert in certificates:
             self._members.add(cert)
             self._by_subject.setdefault(raw_names(cert)[1], []).append(cert)
-        self._anchors: dict[x509.Certificate, _Anchor] = {}
+        self._anchors: dict[int, tuple[x509.Certificate, _Anchor]] = {}
 
     def __len__(self) -> int:
         return len(self._members)
@@ -165,12 +169,23 @@ class TrustStore:
         """All certificates in the store."""
         return list(self._members)
 
-    def anchor(self, top: x509.Certificate) -> _Anchor:
-        """How the top certificate of a path reaches this store (cached per certificate)."""
-        hit = self._anchors.get(top)
-        if hit is not None:
-            return hit
-        result = self._compute_anchor(top)
+    def anchor(
+        self,
+        top: x509.Certificate,
+        *,
+        names: tuple[bytes, bytes] | None = None,
+        remember: bool = True,
+    ) -> _Anchor:
+        """How the top certificate of a path reaches this store.
+
+        ``names`` are its (issuer, subject) DER when the caller has them.
+        With ``remember`` (for CA certificates, which recur) the answer is
+        cached per certificate object.
+        """
+        hit = self._anchors.get(id(top))
+        if hit is not None and hit[0] is top:
+            return hit[1]
+        result = self._compute_anchor(top, names or raw_names(top))
         if result.root is not None:
             result = _Anchor(
                 result.status,
@@ -179,15 +194,17 @@ class TrustStore:
                 result.root.subject.rfc4514_string(),
                 fingerprint(result.root),
             )
-        if len(self._anchors) > 256:
-            self._anchors.clear()
-        self._anchors[top] = result
+        if remember:
+            if len(self._anchors) > 256:
+                self._anchors.clear()
+            self._anchors[id(top)] = (top, result)
         return result
 
-    def _compute_anchor(self, top: x509.Certificate) -> _Anchor:
-        if top in self._members:
+    def _compute_anchor(self, top: x509.Certificate, names: tuple[bytes, bytes]) -> _Anchor:
+        issuer_der, subject_der = names
+        if subject_der in self._by_subject and top in self._members:
             return _Anchor(LinkStatus.TRUSTED, top, "in the trust store")
-        candidates = self.issuers_of(top)
+        candidates = self._by_subject.get(issuer_der, [])
         for root in candidates:
             if _signed_by(top, root) is not False:
                 return _Anchor(LinkStatus.TRUSTED, root, f"issued by trusted {_cn(root)}")
@@ -197,7 +214,6 @@ class TrustStore:
                 None,
                 f"no trust-store certificate named {_cn(candidates[0])} signed it",
             )
-        issuer_der, subject_der = raw_names(top)
         if issuer_der == subject_der:
             # A re-encoded copy of a trusted root (same name and key) is trusted.
             same = self._by_subject.get(subject_der, [])
@@ -208,7 +224,7 @@ class TrustStore:
         return _Anchor(
             LinkStatus.ISSUER_MISSING,
             None,
-            f"issuer {top.issuer.rfc4514_string()} is neither in the bundle nor trusted",
+            f"issuer {name_text(issuer_der, top)} is neither in the bundle nor trusted",
         )
 
 
@@ -218,11 +234,14 @@ def default_trust_store() -> TrustStore:
     return TrustStore.from_pem_file(certifi.where())
 
 
-# (child, issuer) -> signature verified? Only intermediates' links are cached.
-_SIG_CACHE: dict[tuple[x509.Certificate, x509.Certificate], bool | None] = {}
+# (id(child), id(issuer)) -> (child, issuer, signature verified?). Only CA
+# certificates' links are cached.
+_SIG_CACHE: dict[tuple[int, int], tuple[x509.Certificate, x509.Certificate, bool | None]] = {}
 
 
-def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+def _signed_by(
+    child: x509.Certificate, issuer: x509.Certificate, facts: QuickFacts | None = None
+) -> bool | None:
     """True/False when ``issuer``'s key did/did not sign ``child``; None if uncheckable.
 
     Calls the key's own ``verify`` with the algorithm named in the
@@ -230,22 +249,27 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool | None
     as fast in a fleet scan (the issuer's parsed key object is reused), and
     still verifies legacy hashes (MD5, SHA-1) that the certificate-level
     helper refuses. Anything unusual (RSA-PSS, unknown keys) goes to
-    cryptography's helper.
+    cryptography's helper. ``facts`` (from :func:`quick_facts_der`) supply
+    the TBS bytes and signature that cryptography would re-encode.
     """
     try:
         algorithm = child.signature_hash_algorithm
-        pub = _public_key(issuer)
+        pub = public_key_of(issuer)
         oid = child.signature_algorithm_oid
+        if facts is not None and facts.signature:
+            tbs, signature = facts.tbs, facts.signature
+        else:
+            tbs, signature = child.tbs_certificate_bytes, child.signature
         if isinstance(pub, ec.EllipticCurvePublicKey) and algorithm is not None:
-            pub.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(algorithm))
+            pub.verify(signature, tbs, ec.ECDSA(algorithm))
         elif (
             isinstance(pub, rsa.RSAPublicKey)
             and algorithm is not None
             and oid != x509.SignatureAlgorithmOID.RSASSA_PSS
         ):
-            pub.verify(child.signature, child.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
+            pub.verify(signature, tbs, padding.PKCS1v15(), algorithm)
         elif isinstance(pub, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            pub.verify(child.signature, child.tbs_certificate_bytes)
+            pub.verify(signature, tbs)
         else:
             child.verify_directly_issued_by(issuer)
         return True
@@ -256,44 +280,66 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool | None
 
 
 def signed_by(
-    child: x509.Certificate, issuer: x509.Certificate, *, cache: bool = False
+    child: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    cache: bool = False,
+    facts: QuickFacts | None = None,
 ) -> bool | None:
     """Whether ``issuer`` signed ``child`` (None: algorithm not checkable).
 
-    With ``cache`` the answer is memoised per process (use it for
-    intermediates, which recur; leaves do not).
+    With ``cache`` the answer is memoised per process for these two
+    certificate objects (use it for intermediates, which recur; leaves do
+    not). ``facts`` are ``child``'s, when the caller has them.
     """
     if not cache:
-        return _signed_by(child, issuer)
-    key = (child, issuer)
-    if key in _SIG_CACHE:
-        return _SIG_CACHE[key]
-    result = _signed_by(child, issuer)
+        return _signed_by(child, issuer, facts)
+    key = (id(child), id(issuer))
+    hit = _SIG_CACHE.get(key)
+    if hit is not None and hit[0] is child and hit[1] is issuer:
+        return hit[2]
+    result = _signed_by(child, issuer, facts)
     if len(_SIG_CACHE) > 512:
         _SIG_CACHE.clear()
-    _SIG_CACHE[key] = result
+    _SIG_CACHE[key] = (child, issuer, result)
     return result
 
 
-_PUBKEYS: dict[x509.Certificate, object] = {}
-_NAMES: dict[x509.Certificate, tuple[bytes, bytes]] = {}
+_PUBKEYS: dict[int, tuple[x509.Certificate, Any]] = {}
+_NAMES: dict[int, tuple[x509.Certificate, tuple[bytes, bytes]]] = {}
+_NAME_TEXT: dict[bytes, str] = {}
+_LAST_KEY: list[tuple[x509.Certificate, Any] | None] = [None]
 
 
-def _public_key(cert: x509.Certificate) -> Any:
-    # Issuers recur: keep their parsed keys.
-    key = _PUBKEYS.get(cert)
-    if key is None:
+def public_key_of(cert: x509.Certificate, *, remember: bool = True) -> Any:
+    """``cert.public_key()``, memoised per certificate object (issuers recur).
+
+    Raises what ``public_key()`` raises (ValueError, UnsupportedAlgorithm).
+    ``remember=False`` (a leaf) looks in the cache but does not fill it.
+    """
+    hit = _PUBKEYS.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    last = _LAST_KEY[0]
+    if last is not None and last[0] is cert:
+        return last[1]
+    key = cert.public_key()
+    if remember:
         if len(_PUBKEYS) > 256:
             _PUBKEYS.clear()
-        key = _PUBKEYS[cert] = cert.public_key()
+        _PUBKEYS[id(cert)] = (cert, key)
+    else:
+        # The bundle being inspected asks for its leaf's key more than once
+        # (key facts, weak-key, key-mismatch): one slot is enough.
+        _LAST_KEY[0] = (cert, key)
     return key
 
 
 def raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
     """(issuer, subject) as DER bytes, memoised for recurring certificates."""
-    hit = _NAMES.get(cert)
-    if hit is not None:
-        return hit
+    hit = _NAMES.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
     facts = quick_facts(cert)
     if facts is not None:
         names = (facts.issuer, facts.subject)
@@ -301,8 +347,22 @@ def raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
         names = (cert.issuer.public_bytes(), cert.subject.public_bytes())
     if len(_NAMES) > 512:
         _NAMES.clear()
-    _NAMES[cert] = names
+    _NAMES[id(cert)] = (cert, names)
     return names
+
+
+def name_text(issuer_der: bytes, cert: x509.Certificate) -> str:
+    """RFC 4514 text of ``cert``'s issuer (whose DER is ``issuer_der``).
+
+    Memoised by the DER: a fleet's leaves share a few issuers, and
+    cryptography builds the text anew on each call (tens of microseconds).
+    """
+    text = _NAME_TEXT.get(issuer_der)
+    if text is None:
+        if len(_NAME_TEXT) > 512:
+            _NAME_TEXT.clear()
+        text = _NAME_TEXT[issuer_der] = cert.issuer.rfc4514_string()
+    return text
 
 
 def _ca(cert: x509.Certificate, facts: QuickFacts | None) -> bool:
@@ -369,8 +429,10 @@ def analyze_chain(
         candidates.sort(key=lambda k: (k != i + 1, k))
         chosen = candidates[0]
         chosen_ok: bool | None = None
+        f = facts[i]
+        recurs = f.is_ca if f is not None else i > 0
         for k in candidates:
-            ok = signed_by(certs[i], certs[k], cache=i > 0)
+            ok = signed_by(certs[i], certs[k], cache=recurs, facts=f)
             if ok is not False:
                 chosen, chosen_ok = k, ok
                 break
@@ -396,7 +458,8 @@ def analyze_chain(
         path.append(up)
         seen.add(up)
     top = path[-1]
-    anchor = store.anchor(certs[top])
+    top_ca = _ca(certs[top], facts[top])
+    anchor = store.anchor(certs[top], names=names[top], remember=top_ca)
     trusted = anchor.status is LinkStatus.TRUSTED
     complete = trusted or self_issued[top]
 
@@ -417,7 +480,7 @@ def analyze_chain(
                 status, detail = LinkStatus.OUT_OF_ORDER, f"issued by #{j}, not by the next one"
             links.append(Link(i, status, j, detail))
             continue
-        a = anchor if i == top else store.anchor(certs[i])
+        a = anchor if i == top else store.anchor(certs[i], names=names[i])
         if a.status is LinkStatus.BAD_SIGNATURE:
             bad.append(i)
         if a.status is LinkStatus.ISSUER_MISSING and self_issued[i]:

@@ -7,6 +7,11 @@ issuer/subject names (to link certificates), the DNS/IP SANs, the CA flag
 and whether SCTs are embedded, so this module walks the TBS bytes for those.
 It is deliberately small and strict: on anything unexpected it returns None
 and the caller falls back to cryptography's parser.
+
+:func:`quick_facts_der` walks a whole certificate's DER (which the loader
+already has) and also returns the signed TBS bytes and the signature value:
+cryptography re-encodes ``tbs_certificate_bytes`` and the fingerprint on
+every access (several microseconds each), which a fleet scan pays per leaf.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ class QuickFacts:
     sans: tuple[str, ...]
     is_ca: bool
     has_sct: bool
+    tbs: bytes = b""
+    """The DER of tbsCertificate (what the issuer signed); empty when not read here."""
+    signature: bytes = b""
+    """The signature value (the BIT STRING's bytes); empty when not read here."""
 
 
 def _tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
@@ -66,13 +75,35 @@ def _general_names(buf: bytes, start: int, end: int) -> list[str]:
 def quick_facts(cert: x509.Certificate) -> QuickFacts | None:
     """The facts, or None when the DER is not what this walker expects."""
     try:
-        return _walk(cert.tbs_certificate_bytes)
+        tbs = cert.tbs_certificate_bytes
+        return _walk(tbs, 0, b"")
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
 
 
-def _walk(tbs: bytes) -> QuickFacts:
-    tag, pos, end = _tlv(tbs, 0)
+def quick_facts_der(der: bytes) -> QuickFacts | None:
+    """The facts of a certificate given as DER, with its TBS bytes and signature.
+
+    None when the DER is not what this walker expects (the caller then
+    falls back to :func:`quick_facts` / cryptography).
+    """
+    try:
+        tag, pos, end = _tlv(der, 0)
+        if tag != 0x30 or end != len(der):
+            return None
+        _, _, tbs_end = _tlv(der, pos)
+        tbs = der[pos:tbs_end]
+        _, _, alg_end = _tlv(der, tbs_end)  # signatureAlgorithm
+        tag, s, e = _tlv(der, alg_end)
+        if tag != 0x03 or e != end or s >= e or der[s] != 0:
+            return None
+        return _walk(tbs, 0, der[s + 1 : e])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def _walk(tbs: bytes, start: int, signature: bytes) -> QuickFacts:
+    tag, pos, end = _tlv(tbs, start)
     if tag != 0x30:
         raise ValueError("not a SEQUENCE")
     tag, s, e = _tlv(tbs, pos)
@@ -118,4 +149,4 @@ def _walk(tbs: bytes) -> QuickFacts:
                     has_sct = True
                 xs = ee
         pos = e
-    return QuickFacts(issuer, subject, tuple(sans), is_ca, has_sct)
+    return QuickFacts(issuer, subject, tuple(sans), is_ca, has_sct, tbs, signature)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import os
 import warnings
 from collections.abc import Collection, Sequence
@@ -22,8 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certman.errors import ConfigError, InspectorError
-from certman.inspector.chain import TrustStore, analyze_chain, default_trust_store, fingerprint
-from certman.inspector.der import QuickFacts, quick_facts
+from certman.inspector.chain import (
+    TrustStore,
+    analyze_chain,
+    default_trust_store,
+    fingerprint,
+    name_text,
+    public_key_of,
+)
+from certman.inspector.der import QuickFacts, quick_facts, quick_facts_der
 from certman.inspector.distrust import EVENTS, DistrustEvent
 from certman.inspector.load import DEFAULT_MAX_SIZE, Bundle, load_bundle, load_file
 from certman.inspector.model import CertificateInfo, KeyInfo, Report
@@ -140,79 +148,96 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _key(cert: x509.Certificate) -> KeyInfo:
+def _key(cert: x509.Certificate, remember: bool = False) -> tuple[KeyInfo, object | None]:
     try:
-        return key_info(cert.public_key())
+        pub = public_key_of(cert, remember=remember)
     except (ValueError, UnsupportedAlgorithm):
-        return KeyInfo("unknown", 0)
+        return KeyInfo("unknown", 0), None
+    return key_info(pub), pub
 
 
-_INFO_CACHE: dict[x509.Certificate, CertificateInfo] = {}
-_NAME_TEXT: dict[bytes, str] = {}
-_FACTS: dict[x509.Certificate, QuickFacts | None] = {}
+# Per-process caches for CA certificates (they recur across a fleet; leaves
+# do not), keyed by object identity like chain.py's: the loader hands out
+# one parsed object per distinct intermediate. Each entry holds its
+# certificate, so an id cannot be reused while the entry lives.
+_INFO_CACHE: dict[int, tuple[x509.Certificate, CertificateInfo]] = {}
+_FACTS: dict[int, tuple[x509.Certificate, QuickFacts | None]] = {}
+_CACHE_MAX = 512
 
 
-def _facts(cert: x509.Certificate, index: int) -> QuickFacts | None:
-    # Memoised for intermediates (index > 0), which recur across a fleet.
-    if not index:
-        return quick_facts(cert)
-    if cert in _FACTS:
-        return _FACTS[cert]
-    if len(_FACTS) > 512:
-        _FACTS.clear()
-    facts = _FACTS[cert] = quick_facts(cert)
+def _facts(cert: x509.Certificate, index: int, der: bytes | None = None) -> QuickFacts | None:
+    """The DER facts of ``cert`` (from ``der`` when the loader kept it), memoised for CAs."""
+    hit = _FACTS.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    facts = quick_facts_der(der) if der is not None else None
+    if facts is None:
+        facts = quick_facts(cert)
+    if facts.is_ca if facts is not None else index > 0:
+        if len(_FACTS) > _CACHE_MAX:
+            _FACTS.clear()
+        _FACTS[id(cert)] = (cert, facts)
     return facts
 
 
-def _remember(der: bytes, name: x509.Name) -> str:
-    """RFC 4514 text of an issuer name, memoised by its DER (leaves share issuers)."""
-    if len(_NAME_TEXT) > 512:
-        _NAME_TEXT.clear()
-    text = _NAME_TEXT[der] = name.rfc4514_string()
-    return text
-
-
 def certificate_info(
-    cert: x509.Certificate, index: int, now: dt.datetime, facts: QuickFacts | None = None
+    cert: x509.Certificate,
+    index: int,
+    now: dt.datetime,
+    facts: QuickFacts | None = None,
+    der: bytes | None = None,
 ) -> CertificateInfo:
-    """The facts about one certificate (memoised per process for intermediates).
+    """The facts about one certificate (memoised per process for CA certificates).
 
     ``facts`` (from :func:`quick_facts`) saves building name and extension
-    objects; without it cryptography's parser is used.
+    objects; without it cryptography's parser is used. ``der`` (the
+    certificate's own encoding, when the loader kept it) saves
+    re-encoding it for the fingerprint.
     """
-    cached = _INFO_CACHE.get(cert) if index else None
-    if cached is not None:
-        days = (cached.not_after - now) // dt.timedelta(days=1)
+    hit = _INFO_CACHE.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        cached = hit[1]
+        days = (cached.not_after - now) // _DAY
         return _with(cached, index, days)
     algorithm, digest = _signature(cert)
     not_after = cert.not_valid_after_utc
     if facts is not None:
-        issuer_text = _NAME_TEXT.get(facts.issuer) or _remember(facts.issuer, cert.issuer)
+        issuer_text = name_text(facts.issuer, cert)
         sans, is_ca, self_signed = facts.sans, facts.is_ca, facts.issuer == facts.subject
     else:
         issuer_text = cert.issuer.rfc4514_string()
         sans, is_ca, self_signed = _sans(cert), _is_ca(cert), cert.subject == cert.issuer
+    remember = is_ca or (facts is None and index > 0)
+    # A DER the walker accepted is exactly the certificate's encoding (its
+    # outer element spans it all), so its digest is the fingerprint.
+    if der is not None and facts is not None and facts.signature:
+        sha256 = hashlib.sha256(der).hexdigest()
+    else:
+        sha256 = fingerprint(cert)
     info = CertificateInfo(
         index=index,
         subject=cert.subject.rfc4514_string(),
         issuer=issuer_text,
         serial=format(cert.serial_number, "X"),
-        sha256=fingerprint(cert),
+        sha256=sha256,
         not_before=cert.not_valid_before_utc,
         not_after=not_after,
-        days_left=(not_after - now) // dt.timedelta(days=1),
-        key=_key(cert),
+        days_left=(not_after - now) // _DAY,
+        key=_key(cert, remember)[0],
         signature_algorithm=algorithm,
         signature_hash=digest,
         sans=sans,
         is_ca=is_ca,
         self_signed=self_signed,
     )
-    if index:
-        if len(_INFO_CACHE) > 512:
+    if remember:
+        if len(_INFO_CACHE) > _CACHE_MAX:
             _INFO_CACHE.clear()
-        _INFO_CACHE[cert] = info
+        _INFO_CACHE[id(cert)] = (cert, info)
     return info
+
+
+_DAY = dt.timedelta(days=1)
 
 
 def _with(info: CertificateInfo, index: int, days: int) -> CertificateInfo:
@@ -289,10 +314,12 @@ def inspect(
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         all_keys = tuple(bundle.keys) + tuple(keys)
         try:
-            facts = [_facts(c, i) for i, c in enumerate(bundle.certificates)]
-            chain = analyze_chain(bundle.certificates, store=trust, facts=facts)
+            certs = bundle.certificates
+            ders = [bundle.der(i) for i in range(len(certs))]
+            facts = [_facts(c, i, ders[i]) for i, c in enumerate(certs)]
+            chain = analyze_chain(certs, store=trust, facts=facts)
             infos = tuple(
-                certificate_info(c, i, when, facts[i]) for i, c in enumerate(bundle.certificates)
+                certificate_info(c, i, when, facts[i], ders[i]) for i, c in enumerate(certs)
             )
             ctx = RuleContext(
                 bundle=bundle,

@@ -17,9 +17,11 @@ then parses each intermediate once, not once per customer.
 from __future__ import annotations
 
 import binascii
+import io
 import logging
 import os
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ _ENCRYPTED_KEY_LABELS = {b"ENCRYPTED PRIVATE KEY"}
 # cause a cheap wholesale clear now and then, so memory stays flat.
 _PARSE_CACHE: dict[bytes, x509.Certificate] = {}
 _PARSE_CACHE_MAX = 512
+# The same for the all-certificates PEM fast path, with each one's DER.
+_PEM_CACHE: dict[bytes, tuple[x509.Certificate, bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,28 @@ class Bundle:
     keys: tuple[PrivateKeyTypes, ...] = ()
     format: str = "pem"
     problems: tuple[str, ...] = field(default=())
+    known_der: tuple[tuple[x509.Certificate, bytes], ...] = field(
+        default=(), repr=False, compare=False
+    )
+    """(certificate, its DER) pairs the loader already had in hand.
+
+    Saves re-encoding (cryptography builds ``tbs_certificate_bytes`` and the
+    fingerprint anew on every access). Matched by identity in :meth:`der`,
+    so a bundle ``replace``d with other certificates just misses.
+    """
 
     @property
     def leaf(self) -> x509.Certificate:
         """The first certificate as received (not necessarily the end entity)."""
         return self.certificates[0]
+
+    def der(self, index: int) -> bytes | None:
+        """The DER of certificate ``index`` if the loader kept it, else None."""
+        if index < len(self.known_der):
+            cert, der = self.known_der[index]
+            if cert is self.certificates[index]:
+                return der
+        return None
 
 
 def load_bundle(
@@ -141,8 +162,13 @@ def load_file(
 def read_file(path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     """The bytes of ``path``, or InspectorError (``file-unreadable``/``file-too-large``)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_size + 1)
+        with open(path, "rb", buffering=0) as fh:
+            # read(n) allocates n bytes up front: asking for the cap (10 MiB)
+            # costs more than reading a certificate. Ask for the size fstat
+            # gives (+1 to see growth), then for the rest up to the cap only
+            # if there is more (a growing file, a pipe, /proc reporting 0).
+            st = os.fstat(fh.fileno())
+            data = _read_capped(fh, st.st_size if stat.S_ISREG(st.st_mode) else 0, max_size)
     except OSError as exc:
         raise InspectorError(
             f"{path}: cannot read: {exc.strerror or exc}", code="file-unreadable", source=str(path)
@@ -154,6 +180,27 @@ def read_file(path: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE)
             source=str(path),
         )
     return data
+
+
+def _read_capped(fh: io.RawIOBase, size: int, max_size: int) -> bytes:
+    """Up to ``max_size + 1`` bytes of an unbuffered file whose fstat size is ``size``.
+
+    ``size`` is 0 when unknown (not a regular file). A regular file's short
+    read is its end; anything else is read in 64 KiB pieces to the cap.
+    """
+    want = min(size, max_size) + 1 if size else 65536
+    parts: list[bytes] = []
+    total = 0
+    while total <= max_size:
+        chunk = fh.read(min(want, max_size + 1 - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        if size and len(chunk) < want:
+            break  # a regular file: a short read is the end
+        want = 65536
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKeyTypes:
@@ -252,14 +299,62 @@ def _load_pem(data: bytes, source: str, password: bytes | None) -> Bundle:
         and data.count(b"-----BEGIN CERTIFICATE-----") == begins
         and data.count(b"-----END CERTIFICATE-----") == begins
     ):
-        try:
-            certs = x509.load_pem_x509_certificates(data)
-        except (ValueError, x509.InvalidVersion):
-            pass
-        else:
-            if len(certs) == begins:
-                return Bundle(source, tuple(certs))
+        bundle = _load_cert_pems(data, source, begins)
+        if bundle is not None:
+            return bundle
     return _load_pem_blocks(data, source, password)
+
+
+_BEGIN_CERT = b"-----BEGIN CERTIFICATE-----"
+_END_CERT = b"-----END CERTIFICATE-----"
+
+
+def _load_cert_pems(data: bytes, source: str, begins: int) -> Bundle | None:
+    """Only complete CERTIFICATE blocks: each decoded once, intermediates shared.
+
+    Instead of cryptography's one-call PEM reader (which parses every block
+    anew), the blocks are split here so that a block seen before (an
+    intermediate shared by thousands of bundles) is the *same* parsed object
+    every time: the inspector's per-process caches then find it by
+    identity. None (the caller takes the careful block-by-block path) on
+    anything unexpected.
+    """
+    certs: list[x509.Certificate] = []
+    known: list[tuple[x509.Certificate, bytes]] = []
+    pos = 0
+    try:
+        for _ in range(begins):
+            start = data.index(_BEGIN_CERT, pos) + len(_BEGIN_CERT)
+            end = data.index(_END_CERT, start)
+            pos = end + len(_END_CERT)
+            body = data[start:end]
+            if b"-----" in body:  # markers out of order: the careful path says where
+                return None
+            if not certs:  # the leaf (usually): unique, never cached
+                der = binascii.a2b_base64(body)
+                # Unchecked, like cryptography's PEM reader: lazily parsed
+                # fields that are broken fail later, in inspect().
+                cert = x509.load_der_x509_certificate(der)
+                certs.append(cert)
+                known.append((cert, der))
+                continue
+            hit = _PEM_CACHE.get(body)
+            if hit is None:
+                der = binascii.a2b_base64(body)
+                hit = (x509.load_der_x509_certificate(der), der)
+                try:
+                    _checked(hit[0])
+                except ValueError:
+                    pass  # a broken one is not shared (it fails in inspect())
+                else:
+                    if len(_PEM_CACHE) >= _PARSE_CACHE_MAX:
+                        _PEM_CACHE.clear()
+                    _PEM_CACHE[body] = hit
+            certs.append(hit[0])
+            known.append(hit)
+    except (ValueError, binascii.Error, x509.InvalidVersion):
+        return None
+    return Bundle(source, tuple(certs), known_der=tuple(known))
 
 
 def _load_pem_blocks(data: bytes, source: str, password: bytes | None) -> Bundle:
@@ -338,7 +433,8 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 def _load_binary(data: bytes, source: str, password: bytes | None) -> Bundle:
     if data[:1] == b"\x30":
         try:
-            return Bundle(source, (_load_der(data),), format="der")
+            cert = _load_der(data)
+            return Bundle(source, (cert,), format="der", known_der=((cert, data),))
         except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
             pass
         if _looks_like_pkcs12(data):

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from certman.inspector.chain import ChainAnalysis
+from certman.inspector.chain import ChainAnalysis, public_key_of
 from certman.inspector.der import QuickFacts
 from certman.inspector.distrust import DistrustEvent, DistrustMatch, match_chain
 from certman.inspector.load import Bundle
@@ -254,7 +254,7 @@ def key_problems(cert: x509.Certificate, info: CertificateInfo) -> list[str]:
     if key.type == "RSA":
         if key.size < 2048:
             out.append(f"RSA key of {key.size} bits (minimum 2048)")
-        pub = cert.public_key()
+        pub = public_key_of(cert, remember=info.is_ca)
         if isinstance(pub, rsa.RSAPublicKey) and roca_vulnerable(pub.public_numbers().n):
             out.append("RSA modulus has the ROCA fingerprint (CVE-2017-15361, Infineon RSALib)")
     elif key.type == "EC" and key.curve not in ALLOWED_CURVES:

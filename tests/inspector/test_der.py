@@ -55,3 +55,22 @@ def test_agrees_with_cryptography(pki: f.PKI) -> None:
     facts = quick_facts(sct.cert)
     assert facts is not None and facts.has_sct
     assert quick_facts(pki.leaf.cert).has_sct is False  # type: ignore[union-attr]
+
+
+def test_from_der_also_gives_tbs_signature_and_the_fingerprint(pki: f.PKI) -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+
+    from certman.inspector.der import quick_facts_der
+
+    for issued in (pki.root, pki.inter, pki.leaf):
+        facts = quick_facts_der(issued.der)
+        assert facts is not None
+        assert (facts.issuer, facts.subject, facts.sans, facts.is_ca) == _expected(issued.cert)
+        assert facts.tbs == issued.cert.tbs_certificate_bytes
+        assert facts.signature == issued.cert.signature
+        assert hashlib.sha256(issued.der).digest() == issued.cert.fingerprint(hashes.SHA256())
+    assert quick_facts_der(pki.leaf.der + b"\x00") is None  # trailing bytes
+    assert quick_facts_der(pki.leaf.der[:-5]) is None  # truncated
+    assert quick_facts_der(b"\x04\x00") is None

@@ -127,3 +127,39 @@ def test_oversize_and_unreadable_files(tmp_path: Path, pki: f.PKI) -> None:
     with pytest.raises(InspectorError) as err:
         load_file(tmp_path / "missing.pem")
     assert err.value.code == "file-unreadable"
+
+
+def test_pem_bundles_share_intermediate_objects_and_keep_der(pki: f.PKI) -> None:
+    one = load_bundle(pki.leaf.pem + pki.inter.pem)
+    two = load_bundle(f.leaf(pki.inter, "other.example").pem + pki.inter.pem)
+    assert one.certificates[1] is two.certificates[1]  # parsed once per process
+    assert one.certificates[1] == pki.inter.cert
+    assert one.der(0) == pki.leaf.der and one.der(1) == pki.inter.der
+    assert load_bundle(pki.leaf.der).der(0) == pki.leaf.der
+    # A bundle rebuilt with other certificates does not hand out stale DER.
+    from dataclasses import replace
+
+    swapped = replace(one, certificates=(one.certificates[1], one.certificates[0]))
+    assert swapped.der(0) is None and swapped.der(1) is None
+
+
+def test_reads_are_capped_for_pipes_too(tmp_path: Path, pki: f.PKI) -> None:
+    import threading
+
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as fh:
+            fh.write(pki.leaf.pem * 100)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with pytest.raises(InspectorError) as err:
+        load_file(fifo, max_size=5000)
+    writer.join()
+    assert err.value.code == "file-too-large"
+    writer = threading.Thread(target=feed)
+    writer.start()
+    assert len(load_file(fifo).certificates) == 100
+    writer.join()
