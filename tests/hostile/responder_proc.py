@@ -2,7 +2,8 @@
 
 Usage: python responder_proc.py TOKEN KEYAUTH [connection_timeout] [max_connections]
 Prints the bound port on the first line, then answers commands on stdin:
-``stats`` prints one JSON line {"threads", "rss_kb", "hwm_kb", "fds"}; ``quit`` exits.
+``stats`` prints one JSON line {"threads", "rss_kb", "hwm_kb",
+"fds", "evicted", "max_connections", "max_draining"}; ``quit`` exits.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main() -> None:
                     "rss_kb": _status("VmRSS"),
                     "hwm_kb": _status("VmHWM"),
                     "fds": len(os.listdir("/proc/self/fd")),
+                    "evicted": getattr(server, "evicted", -1),
+                    "max_connections": server.max_connections,
+                    "max_draining": getattr(server, "max_draining", 0),
                 }
                 print(json.dumps(stats), flush=True)
             elif cmd == "quit":

@@ -345,9 +345,8 @@ def test_thousand_concurrent_connections_stay_bounded(responder: ResponderProces
         for s in held[-200:]:
             s.settimeout(5)
             statuses.append(read_status(s))
-        # (408: an admitted one reached its deadline while we were reading.)
+        # (503: closed to make room; 408: reached its deadline while we read.)
         assert set(statuses) <= {503, 408, None}
-        assert statuses.count(503) > 0
     finally:
         for s in held:
             s.close()
@@ -361,10 +360,14 @@ def test_thousand_concurrent_connections_stay_bounded(responder: ResponderProces
                 break
     assert answered
     after = responder.stats()
-    # One thread per admitted connection, never one per attempt.
-    assert during["threads"] <= before["threads"] + 64 + 1
-    # Refused connections are closed (fds: the admitted 64 plus a bounded drain set).
-    assert during["fds"] <= before["fds"] + 64 + 256 + 8
+    # Never a thread per connection (the responder is one selector loop).
+    assert during["threads"] <= before["threads"] + 2
+    # The oldest are closed to admit the newest: open descriptors stay within
+    # max_connections plus the bounded set being drained, whatever the flood.
+    cap = before["max_connections"] + before["max_draining"]
+    assert cap < 1000
+    assert during["fds"] <= before["fds"] + cap + 8
+    assert during["evicted"] >= 1000 - cap
     # Memory: a thread per connection and bounded buffers, far below a MB per connection.
     assert during["rss_kb"] - before["rss_kb"] < 32 * 1024
     assert after["hwm_kb"] - before["rss_kb"] < 48 * 1024
@@ -372,27 +375,14 @@ def test_thousand_concurrent_connections_stay_bounded(responder: ResponderProces
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HTTP01Server gives each admitted connection a thread until its 10 s deadline "
-        "and answers 503 over max_connections (64): 64 idle connections deny the CA "
-        "for up to 10 s. Fix: read request heads in the selector loop (thousands of "
-        "idle connections cost a buffer each), or evict the oldest still-reading "
-        "connection when full; see docs/security.md."
-    ),
-)
 def test_valid_tokens_answered_while_thousand_connections_are_held(
     responder: ResponderProcess,
 ) -> None:
-    # First fill the 64 slots, then the rest: the flood is in force once the
-    # responder holds a thread for each of the first 64.
-    base = responder.stats()["threads"]
-    held = open_connections(responder.port, 64)
-    for _ in range(100):
-        if responder.stats()["threads"] >= base + 64:
-            break
-    held += open_connections(responder.port, 936)
+    # (This failed, as an xfail, against the first responder, which gave each
+    # connection a thread and answered 503 over 64 until their 10 s deadline;
+    # it is now one selector loop that evicts the oldest connection.)
+    base = responder.stats()["fds"]
+    held = open_connections(responder.port, 1000)
     try:
         # Answered while the flood lasts: within 3 s, well before the held
         # connections' own 10 s deadline would free their slots. (A liveness
@@ -403,8 +393,9 @@ def test_valid_tokens_answered_while_thousand_connections_are_held(
                 results.append(request(responder.port, PATH, timeout=3))
             except TimeoutError:
                 results.append((0, b"timed out"))
-        if responder.stats()["threads"] < base + 64:
-            pytest.skip("the held connections expired before the check: inconclusive")
+        # The flood was still in force: the responder still holds most of its
+        # 64 slots with flood connections (none has reached its 10 s deadline).
+        assert responder.stats()["fds"] >= base + 32
         assert results == [(200, KEYAUTH.encode())] * 5
     finally:
         for s in held:
@@ -445,7 +436,7 @@ def test_thousand_concurrent_requests_each_get_a_right_answer(responder: Respond
     ok = sum(1 for valid, status, _ in results if valid and status == 200)
     assert ok > 0
     stats = responder.stats()
-    assert stats["threads"] <= 64 + 2
+    assert stats["threads"] <= 4
 
 
 def test_slowloris_clients_are_cut_off_and_do_not_block_valid_requests() -> None:
