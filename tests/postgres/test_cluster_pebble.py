@@ -276,3 +276,56 @@ def test_store_solver_needs_a_store() -> None:
     with pytest.raises(ConfigError) as err:
         SolverSpec.http01_store().build()
     assert err.value.code == "invalid-solver"
+
+
+HOLDER = """
+import sys
+from certman.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+with store.lock_certificate(sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_dead_workers_lineage_is_finished_in_the_same_run(
+    pebble: LocalPebble, ari: AriServer, pg_store: PostgresStore
+) -> None:
+    """`renew --lock-wait`: a lineage held by a worker that then dies is renewed by this run."""
+    url, server, bundle = pg_store.url, ari.directory_url, str(pebble.ca_bundle)
+    names = ["held.wait.test", "free.wait.test"]
+    route_names(pebble, names, ["127.0.0.2"])
+    responder = start_responder(url, "127.0.0.2", pebble.http_port)
+    try:
+        register(url, server, bundle)
+        [(rc, _, err)] = _wait(_track(issue_workers(url, server, bundle, [names])))
+        assert rc == 0, err[-3000:]
+        make_all_due(pg_store, ari)
+        # Another worker holds the first lineage (mid-order, as far as we know).
+        [holder] = _track(
+            [
+                subprocess.Popen(
+                    [sys.executable, "-c", HOLDER, url, names[0]],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env(),
+                )
+            ]
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        [worker] = _track(renew_workers(url, server, bundle, 1, cli=True, concurrency=1))
+        deadline = time.monotonic() + PHASE_TIMEOUT
+        while pg_store.list_versions(names[1]) != [1, 2]:
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+        assert pg_store.list_versions(names[0]) == [1]
+        holder.kill()  # SIGKILL: its session ends, the lock with it
+        holder.communicate()
+        out, err = worker.communicate(timeout=PHASE_TIMEOUT)
+    finally:
+        responder.stop()
+    assert worker.returncode == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    statuses = {c["name"]: c["status"] for c in json.loads(out)["certificates"]}
+    assert statuses == {names[0]: "renewed", names[1]: "renewed"}
+    assert pg_store.list_versions(names[0]) == [1, 2]
