@@ -245,7 +245,14 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise self._io_error(exc, parts, name) from exc
-        os.fsync(dfd)
+        self._fsync_dir(dfd, parts, name)
+
+    def _fsync_dir(self, dfd: int, parts: Sequence[str], name: str | None = None) -> None:
+        """fsync a directory after a rename in it; an I/O error (ENOSPC, EIO) is a StoreError."""
+        try:
+            os.fsync(dfd)
+        except OSError as exc:
+            raise self._io_error(exc, parts, name) from exc
 
     def _create(self, dfd: int, name: str, data: bytes, mode: int, parts: Sequence[str]) -> None:
         """Create a new file (``O_EXCL``) and fsync it; for private temp directories."""
@@ -446,14 +453,14 @@ class FileStore:
                     ("privkey.pem", files.privkey_pem, 0o600),
                 ):
                     self._create(vfd, fname, data, fmode, vparts)
-                os.fsync(vfd)
+                self._fsync_dir(vfd, vparts)
             finally:
                 os.close(vfd)
             try:
                 os.rename(tmp, str(version), src_dir_fd=adfd, dst_dir_fd=adfd)
             except OSError as exc:
                 raise self._io_error(exc, parts, str(version)) from exc
-            os.fsync(adfd)
+            self._fsync_dir(adfd, parts, str(version))
         return version
 
     def _switch_live(self, name: str, version: int) -> None:
@@ -472,7 +479,7 @@ class FileStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=cfd)
                 raise self._io_error(exc, parts, "live") from exc
-            os.fsync(cfd)
+            self._fsync_dir(cfd, parts, "live")
 
     def _live_version(self, cfd: int, parts: Sequence[str]) -> int:
         try:
