@@ -59,6 +59,16 @@ def _tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
     return tag, start, end
 
 
+def _ext_value(buf: bytes, pos: int) -> int:
+    """Where the extnValue OCTET STRING's content starts (after an optional critical flag)."""
+    tag, s, e = _tlv(buf, pos)
+    if tag == 0x01:  # critical BOOLEAN
+        tag, s, e = _tlv(buf, e)
+    if tag != 0x04:
+        raise ValueError("extnValue is not an OCTET STRING")
+    return s
+
+
 def _general_names(buf: bytes, start: int, end: int) -> list[str]:
     out: list[str] = []
     pos = start
@@ -131,21 +141,17 @@ def _walk(tbs: bytes, start: int, signature: bytes) -> QuickFacts:
             _, xs, xe = _tlv(tbs, s)
             while xs < xe:
                 _, es, ee = _tlv(tbs, xs)
-                _, _os, oe = _tlv(tbs, es)
-                oid = tbs[es:oe]
-                vpos = oe
-                vtag, vs, ve = _tlv(tbs, vpos)
-                if vtag == 0x01:  # critical BOOLEAN
-                    vtag, vs, ve = _tlv(tbs, ve)
-                if oid == _SAN_OID:
-                    _, gs, ge = _tlv(tbs, vs)
+                # Only three extensions matter: compare the OID's whole TLV
+                # in place and parse nothing else (a leaf has ~10).
+                if tbs.startswith(_SAN_OID, es):
+                    _, gs, ge = _tlv(tbs, _ext_value(tbs, es + len(_SAN_OID)))
                     sans = _general_names(tbs, gs, ge)
-                elif oid == _BC_OID:
-                    _, bs, be = _tlv(tbs, vs)
+                elif tbs.startswith(_BC_OID, es):
+                    _, bs, be = _tlv(tbs, _ext_value(tbs, es + len(_BC_OID)))
                     if bs < be:
                         btag, bvs, bve = _tlv(tbs, bs)
                         is_ca = btag == 0x01 and tbs[bvs:bve] != b"\x00"
-                elif oid == _SCT_OID:
+                elif tbs.startswith(_SCT_OID, es):
                     has_sct = True
                 xs = ee
         pos = e

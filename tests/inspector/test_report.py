@@ -27,6 +27,13 @@ def test_jsonl_line_is_the_result_dict(pki: f.PKI, store: TrustStore) -> None:
     result = _result(pki, store)
     for _ in range(2):  # second time from the per-intermediate cache
         assert json.loads(jsonl_line(result)) == result_dict(result)
+    # Byte for byte what json.dumps writes, with names that need escaping.
+    odd = f.leaf(pki.inter, 'Zoë "quoted" \\ \x01\u2028 ☃', sans=("xn--bcher-kva.example", "a.b"))
+    tricky = ScanResult('src "q" é\n', inspect(f.pem(odd, pki.inter), now=f.NOW, store=store))
+    for item in (result, tricky):
+        for _ in range(2):
+            expected = json.dumps(result_dict(item), separators=(",", ":"), ensure_ascii=False)
+            assert jsonl_line(item) == expected
     err = ScanResult("e", error="e: empty input", error_code="empty-input")
     assert json.loads(jsonl_line(err)) == {
         "source": "e",
