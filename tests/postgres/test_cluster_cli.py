@@ -20,6 +20,8 @@ from localpg import LocalPostgres
 from certman.store import AccountRecord, CertificateFiles, CertificateMeta, FileStore
 from certman.store.postgres import SCHEMA_VERSION, PostgresStore
 
+pytestmark = pytest.mark.postgres
+
 REPO = Path(__file__).resolve().parents[2]
 DIRECTORY = "https://127.0.0.1:14000/dir"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

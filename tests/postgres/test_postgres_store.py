@@ -23,6 +23,8 @@ from certman.store.postgres import (
     redact_url,
 )
 
+pytestmark = pytest.mark.postgres
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -28,6 +28,8 @@ from certman.store import (
 )
 from certman.store.postgres import PostgresStore
 
+pytestmark = pytest.mark.postgres
+
 DIRECTORY = "https://127.0.0.1:14000/dir"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
