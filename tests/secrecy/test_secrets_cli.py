@@ -7,7 +7,9 @@ verbose logging (``-vv``, debug) and a permissive umask (000), then:
   (account key, previous account key, ``privkey.pem``) is 0600, and no file
   that is group/world readable contains a private key;
 - greps everything the commands printed (stdout and stderr, debug logs
-  included), every ``meta.json`` and every ``--json`` output for: PEM private
+  included; ``revoke`` with the account key and with the certificate's own
+  key too), every ``meta.json``, every ``--json`` output and a deploy hook's
+  whole environment for: PEM private
   key markers, each private key's base64 body (whole, and every 64-character
   line of it), and the JWK private members of the account key (``"d"``, and
   ``"p"``/``"q"``/``"dp"``/``"dq"``/``"qi"`` for RSA) both as members and as
@@ -121,7 +123,12 @@ def test_modes_and_no_key_material_anywhere(pebble: LocalPebble, tmp_path: Path)
     certman = Runner(home, pebble)
     listen = ["--standalone", "--listen", f"127.0.0.1:{pebble.http_port}"]
     certman("account", "register", "--agree-tos", "--email", "ops@example.org")
-    certman("issue", "-d", "secret.example", "-d", "www.secret.example", *listen)
+    # A deploy hook that records its environment: hooks get paths, never keys.
+    env_dump = tmp_path / "hook-env"
+    hook = f"env >> {env_dump}; echo '--' >> {env_dump}"
+    certman(
+        "issue", "-d", "secret.example", "-d", "www.secret.example", "--deploy-hook", hook, *listen
+    )
     certman("issue", "-d", "rsa.example", "--key-type", "rsa-2048", "--json", *listen)
     certman("renew", "--force")
     certman("renew", "--force", "--json")
@@ -132,6 +139,8 @@ def test_modes_and_no_key_material_anywhere(pebble: LocalPebble, tmp_path: Path)
     certman("account", "show", "--json")
     certman("list")
     certman("list", "--json")
+    certman("revoke", "rsa.example", "--reason", "superseded")
+    certman("revoke", "secret.example", "--use-cert-key", "--json")
 
     # -- modes (the commands ran with umask 000) --
     for path in [home, *home.rglob("*")]:
@@ -159,6 +168,9 @@ def test_modes_and_no_key_material_anywhere(pebble: LocalPebble, tmp_path: Path)
     assert debug_lines > 0, "-vv should have produced debug logging (else this test proves little)"
     for meta in home.rglob("meta.json"):
         assert_no_key_material(meta.read_text(), keys, str(meta))
+    hook_env = env_dump.read_text()
+    assert hook_env.count("CERTMAN_PRIVKEY=") >= 2, "the deploy hook ran at issue and renew"
+    assert_no_key_material(hook_env, keys, "the deploy hook's environment")
     for account in home.rglob("account.json"):
         assert_no_key_material(account.read_text(), keys, str(account))
     # account show prints the account, never its key.
