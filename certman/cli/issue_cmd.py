@@ -8,6 +8,7 @@ import click
 
 from certman.cli._common import echo_json, handle_errors
 from certman.cli._manager import fmt_time, hook_options, make_manager, solver_spec
+from certman.cli._store import store_option
 from certman.client import ExternalAccountBinding
 from certman.errors import ConfigError
 from certman.keys import KeyType
@@ -16,6 +17,7 @@ KEY_TYPES = [k.value for k in KeyType]
 
 
 @click.command("issue")
+@store_option
 @click.option(
     "-d",
     "--domain",

@@ -8,6 +8,7 @@ import click
 
 from certman.cli._common import echo_json, handle_errors
 from certman.cli._manager import fmt_time, open_cli_store
+from certman.cli._store import store_option
 from certman.manager import CertificateStatus, list_status
 
 
@@ -46,6 +47,7 @@ def _table(rows: list[CertificateStatus]) -> str:
 
 
 @click.command("list")
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option(
     "--format",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from certman.cli._common import echo_json, handle_errors, state
+from certman.cli._store import store_option
 from certman.errors import ConfigError
 from certman.metrics import collect, render, write_textfile
 from certman.store import Store, open_store
@@ -19,6 +20,7 @@ def _open_store(ctx: click.Context) -> Store:
 
 
 @click.command("metrics")
+@store_option
 @click.option(
     "--textfile",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -6,6 +6,7 @@ import click
 
 from certman.cli._common import EXIT_FAILURE, echo_json, handle_errors, is_tty, state
 from certman.cli._manager import Progress, fmt_time, hook_options, make_manager
+from certman.cli._store import store_option
 from certman.manager import RunReport
 
 
@@ -36,6 +37,7 @@ def _summary(report: RunReport, verbose: int) -> None:
 
 
 @click.command("renew")
+@store_option
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Renew even if not due.")
 @click.option(

@@ -255,8 +255,13 @@ def test_issue_and_renew_commands_with_tokens_in_the_store(
         )
         assert renewed.returncode == 0, renewed.stderr
         assert json.loads(renewed.stdout)["counts"] == {"renewed": 1}
+        plain = [sys.executable, "-m", "certman"]
         listed = subprocess.run(
-            [*base, "list", "--json"], capture_output=True, text=True, env=env(), timeout=60
+            [*plain, "list", "--store", url, "--json"],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=60,
         )
         assert listed.returncode == 0, listed.stderr
         assert "cli.cluster.test" in listed.stdout
