@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -441,6 +442,7 @@ class LocalPebble:
     def _terminate(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused Pebble must see the SIGTERM
                 proc.terminate()
         for proc in self._procs:
             try:
@@ -456,6 +458,24 @@ class LocalPebble:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
         # self._tmp stays set: a stopped LocalPebble is not restarted.
+
+    def pause(self) -> None:
+        """Freeze Pebble (SIGSTOP), as a CA that stops answering: connections
+        are still accepted by the kernel but nothing answers them, so clients
+        hit their own time-outs. Pebble keeps its accounts and orders (a
+        killed and restarted Pebble would be a new CA); :meth:`resume` goes on.
+        For fault tests; POSIX only."""
+        self._pebble_process().send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue a Pebble frozen by :meth:`pause` (SIGCONT)."""
+        self._pebble_process().send_signal(signal.SIGCONT)
+
+    def _pebble_process(self) -> subprocess.Popen[bytes]:
+        # _start_once starts challtestsrv first, then Pebble.
+        if not self._procs or self._procs[-1].poll() is not None:
+            raise CertmanError("LocalPebble is not running", code="pebble-state")
+        return self._procs[-1]
 
     @property
     def running(self) -> bool:

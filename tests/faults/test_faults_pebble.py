@@ -15,10 +15,12 @@ import json
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,13 +47,6 @@ def _pebble(**kwargs: object) -> Iterator[LocalPebble]:
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
     yield from _pebble()
-
-
-def pebble_process(ca: LocalPebble) -> subprocess.Popen[bytes]:
-    """Pebble's own process (LocalPebble starts challtestsrv first, then Pebble)."""
-    proc = ca._procs[-1]
-    assert proc.poll() is None
-    return proc
 
 
 def manager(home: Path, ca: LocalPebble, **kwargs: object) -> CertificateManager:
@@ -157,8 +152,7 @@ def test_ca_stopped_mid_renew_then_back(pebble: LocalPebble, tmp_path: Path) -> 
         text=True,
         env=env,
     )
-    ca = pebble_process(pebble)
-    stopped = False
+    paused = False
     try:
         # Stop the CA once the run is under way (a few renewals done).
         deadline = time.monotonic() + 120
@@ -167,14 +161,14 @@ def test_ca_stopped_mid_renew_then_back(pebble: LocalPebble, tmp_path: Path) -> 
             if done >= 5:
                 break
             time.sleep(0.05)
-        os.kill(ca.pid, signal.SIGSTOP)  # the process is frozen: connections hang
-        stopped = True
+        pebble.pause()  # frozen: connections hang, nothing answers
+        paused = True
         # Longer than certman's 10 s request time-out: requests in flight fail.
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=14)
     finally:
-        if stopped:
-            os.kill(ca.pid, signal.SIGCONT)
+        if paused:
+            pebble.resume()
     out, _err = proc.communicate(timeout=300)
     report = json.loads(out)
     statuses = {c["name"]: c["status"] for c in report["certificates"]}
@@ -385,3 +379,21 @@ def test_two_issue_commands_for_one_name_make_one_order_and_lineage(
     versions = sorted(p.name for p in (home / "certs" / "race.example" / "archive").iterdir())
     assert versions == ["1"], (versions, results)
     live_state(home)
+
+
+def test_pause_resume_and_stop_while_paused() -> None:
+    """LocalPebble.pause/resume (used above), and stop() of a paused Pebble."""
+    for ca in _pebble():
+        ca.pause()
+        with pytest.raises(OSError):  # frozen: the directory does not answer
+            urllib.request.build_opener(
+                urllib.request.ProxyHandler({}),
+                urllib.request.HTTPSHandler(
+                    context=ssl.create_default_context(cafile=str(ca.ca_bundle))
+                ),
+            ).open(ca.directory_url, timeout=1)
+        ca.resume()
+        assert "BEGIN CERTIFICATE" in ca.root_pem()  # answers again
+        ca.pause()
+    # Leaving the generator ran stop() on the paused Pebble: both processes are gone.
+    assert not ca.running
