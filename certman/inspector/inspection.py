@@ -11,7 +11,6 @@ import datetime as dt
 import functools
 import hashlib
 import os
-import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.utils import CryptographyDeprecationWarning
 
 from certman.errors import ConfigError, InspectorError
 from certman.inspector.chain import (
@@ -33,7 +31,7 @@ from certman.inspector.chain import (
 )
 from certman.inspector.der import QuickFacts, quick_facts, quick_facts_der
 from certman.inspector.distrust import EVENTS, DistrustEvent
-from certman.inspector.load import DEFAULT_MAX_SIZE, Bundle, load_bundle, load_file
+from certman.inspector.load import DEFAULT_MAX_SIZE, Bundle, load_bundle, load_file, quiet
 from certman.inspector.model import CertificateInfo, KeyInfo, Report
 from certman.inspector.rules import RULES, RuleContext, curve_name, run_rules
 
@@ -307,11 +305,9 @@ def inspect(
     when = utc_now(now)
     bundle = as_bundle(source, opts)
     trust = store if store is not None else trust_store_for(opts.trust_store)
-    with warnings.catch_warnings():
+    with quiet():
         # Certificates that break RFC 5280 (negative serials...) warn on every
-        # read of the field; an audit reports on them, it does not print (as
-        # in load.py).
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        # read of the field; an audit reports on them, it does not print.
         all_keys = tuple(bundle.keys) + tuple(keys)
         try:
             certs = bundle.certificates

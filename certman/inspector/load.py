@@ -17,6 +17,7 @@ then parses each intermediate once, not once per customer.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import io
 import logging
 import os
@@ -99,6 +100,46 @@ class Bundle:
         return None
 
 
+class _Quiet:
+    """Warnings filters for reading odd-but-readable input, once for a whole batch.
+
+    Certificates with RFC 5280 violations (negative serials...) load and
+    are read with a CryptographyDeprecationWarning; PKCS#7/#12 that is BER
+    rather than DER is read with a UserWarning. An auditor wants them read,
+    and the library does not print. ``warnings.catch_warnings`` plus the
+    filters costs microseconds, so a scan worker enters this once per chunk
+    and the calls inside it (load_bundle, inspect) skip their own.
+    Like ``catch_warnings`` itself, not thread-safe (filters are global).
+    """
+
+    depth = 0
+
+    def __init__(self) -> None:
+        self._saved: warnings.catch_warnings[None] | None = None
+
+    def __enter__(self) -> None:
+        if _Quiet.depth == 0:
+            self._saved = warnings.catch_warnings()
+            self._saved.__enter__()
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            warnings.filterwarnings("ignore", ".*could not be parsed as DER", UserWarning)
+        _Quiet.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _Quiet.depth -= 1
+        if self._saved is not None:
+            self._saved.__exit__(None, None, None)
+            self._saved = None
+
+
+_ALREADY_QUIET = contextlib.nullcontext()
+
+
+def quiet() -> contextlib.AbstractContextManager[None]:
+    """A context in which cryptography's warnings about odd input are not shown."""
+    return _ALREADY_QUIET if _Quiet.depth else _Quiet()
+
+
 def load_bundle(
     data: bytes | str,
     *,
@@ -115,13 +156,7 @@ def load_bundle(
         data = data.encode("utf-8", "surrogateescape")
     if not data.strip():
         raise InspectorError(f"{source}: empty input", code="empty-input", source=source)
-    # Certificates with RFC 5280 violations (negative serials...) still load,
-    # with a deprecation warning; an auditor wants them read, not a warning.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        # PKCS#7/#12 that is BER rather than DER is read all the same, with a
-        # UserWarning: the library does not print, so it is not shown.
-        warnings.filterwarnings("ignore", ".*could not be parsed as DER", UserWarning)
+    with quiet():
         if b"-----BEGIN " in data:
             return _load_pem(data, source, password)
         return _load_binary(data, source, password)
@@ -131,8 +166,7 @@ def load_ders(ders: Sequence[bytes], *, source: str = "<der>") -> Bundle:
     """A bundle from already-split DER certificates (e.g. a TLS handshake's chain)."""
     certs: list[x509.Certificate] = []
     problems: list[str] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    with quiet():
         for i, der in enumerate(ders):
             try:
                 certs.append(_cached_der(der) if i else _load_der(der))

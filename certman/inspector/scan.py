@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from certman.errors import InspectorError
 from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
-from certman.inspector.load import DEFAULT_MAX_SIZE
+from certman.inspector.load import DEFAULT_MAX_SIZE, quiet
 from certman.inspector.model import ScanResult
 from certman.inspector.sources import Source, iter_sources, load_raw
 
@@ -84,7 +84,8 @@ def _init_worker(
 def _work(chunk: list[Source]) -> list[Any]:
     assert _WORKER is not None, "worker not initialised"
     now, options, fn = _WORKER
-    return [fn(inspect_source(s, now=now, options=options)) for s in chunk]
+    with quiet():  # once per chunk, not twice per source (see load.quiet)
+        return [fn(inspect_source(s, now=now, options=options)) for s in chunk]
 
 
 def _chunks(items: Iterator[Source], size: int) -> Iterator[list[Source]]:

@@ -163,3 +163,22 @@ def test_reads_are_capped_for_pipes_too(tmp_path: Path, pki: f.PKI) -> None:
     writer.start()
     assert len(load_file(fifo).certificates) == 100
     writer.join()
+
+
+def test_quiet_hides_cryptography_warnings_and_restores_filters() -> None:
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    from certman.inspector.load import quiet
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet():
+            with quiet():  # nested (a worker's chunk around load_bundle/inspect)
+                warnings.warn("negative serial", CryptographyDeprecationWarning, stacklevel=1)
+            warnings.warn("could not be parsed as DER, BER used", UserWarning, stacklevel=1)
+        warnings.warn("shown again", CryptographyDeprecationWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["shown again"]
+    assert warnings.filters == before
