@@ -86,6 +86,7 @@ def status_command(ctx: click.Context, store_url: str | None, as_json: bool) -> 
                 "holder": c.holder,
                 "claimed_at": c.claimed_at.isoformat(),
                 "expires_at": c.expires_at.isoformat(),
+                "held": c.held,
             }
             for c in claims
         ]
@@ -101,6 +102,7 @@ def status_command(ctx: click.Context, store_url: str | None, as_json: bool) -> 
         for key, value in sorted(status.counts.items()):
             click.echo(f"{key + ':':<16} {value}")
         for c in claims:
-            click.echo(f"locked:          {c.kind} {c.name} by {c.holder} since {c.claimed_at}")
+            what = "locked:" if c.held else "stale claim:"
+            click.echo(f"{what:<16} {c.kind} {c.name} by {c.holder} since {c.claimed_at}")
     if not status.up_to_date:
         ctx.exit(EXIT_FAILURE)

@@ -254,13 +254,19 @@ class SchemaStatus:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who holds a certificate (or account) lock, from ``certman_claims``."""
+    """Who holds (or held) a certificate or account lock, from ``certman_claims``.
+
+    ``held``: whether the advisory lock is really held right now. A row
+    whose holder was killed stays until the next holder overwrites it;
+    ``held`` is then ``False`` (its lock went with the holder's session).
+    """
 
     kind: str
     name: str
     holder: str
     claimed_at: datetime
     expires_at: datetime
+    held: bool = True
 
 
 class _Pool:
@@ -1101,15 +1107,38 @@ class PostgresStore:
         return self._try_locked("account", f"{ca}/{aid}")
 
     def claims(self) -> list[Claim]:
-        """Current lock holders as recorded in ``certman_claims`` (oldest first)."""
-        rows = self._run(
-            "list claims",
-            lambda c: c.execute(
+        """Lock holders as recorded in ``certman_claims`` (oldest first), with ``held``."""
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], set[int]]:
+            rows = conn.execute(
                 "SELECT kind, name, holder, claimed_at, expires_at FROM certman_claims"
                 " ORDER BY claimed_at"
-            ).fetchall(),
-        )
-        return [Claim(str(r[0]), str(r[1]), str(r[2]), _utc(r[3]), _utc(r[4])) for r in rows]
+            ).fetchall()
+            # A bigint advisory key shows in pg_locks as classid (high 32 bits),
+            # objid (low 32 bits) and objsubid 1.
+            locks = conn.execute(
+                "SELECT classid::bigint, objid::bigint FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall()
+            held = set()
+            for high, low in locks:
+                value = (int(high) << 32) | int(low)
+                held.add(value - (1 << 64) if value >= 1 << 63 else value)
+            return rows, held
+
+        rows, held = self._run("list claims", read)
+        return [
+            Claim(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                _utc(r[3]),
+                _utc(r[4]),
+                held=_lock_key(str(r[0]), str(r[1])) in held,
+            )
+            for r in rows
+        ]
 
     @contextlib.contextmanager
     def _lock_none(self, kind: str, name: str, timeout: float | None, what: str) -> Iterator[None]:
@@ -1144,6 +1173,7 @@ class PostgresStore:
     def _acquire(self, lock: _HeldLock, kind: str, name: str, timeout: float | None) -> bool:
         if not self._schema_ok:
             self.check_schema()
+        started = time.monotonic()
         if timeout is None:
             got = lock.rlock.acquire()
         elif timeout <= 0:
@@ -1155,8 +1185,12 @@ class PostgresStore:
         if lock.depth > 0:
             lock.depth += 1
             return True
+        remaining = timeout
+        if timeout is not None and timeout > 0:
+            # What the wait for another thread of this process left of the timeout.
+            remaining = max(0.001, timeout - (time.monotonic() - started))
         try:
-            conn = self._lock_session(kind, name, timeout)
+            conn = self._lock_session(kind, name, remaining)
         except BaseException:
             lock.rlock.release()
             raise

@@ -292,10 +292,15 @@ def test_claims_record_holders_and_killed_holders_lose_the_lock(pg_store: Postgr
         [claim] = pg_store.claims()
         assert claim.name == "a.example" and f":{proc.pid}:" in claim.holder
         assert claim.expires_at > claim.claimed_at
+        assert claim.held is True
         proc.kill()
         proc.wait()
-    # SIGKILL: the row stays (nobody cleaned up) but the lock is free at once.
+    # SIGKILL: the row stays (nobody cleaned up) but the lock goes as soon as
+    # the server sees the socket closed (milliseconds), and the row says so.
+    assert _wait_for(lambda: not pg_store.claims()[0].held)
+    [stale] = pg_store.claims()
+    assert f":{proc.pid}:" in stale.holder and stale.held is False
     with pg_store.lock_certificate("a.example", timeout=30):
         [claim] = pg_store.claims()
-        assert f":{proc.pid}:" not in claim.holder
+        assert f":{proc.pid}:" not in claim.holder and claim.held is True
     assert pg_store.claims() == []
