@@ -480,7 +480,11 @@ def analyze_chain(
                 status, detail = LinkStatus.OUT_OF_ORDER, f"issued by #{j}, not by the next one"
             links.append(Link(i, status, j, detail))
             continue
-        a = anchor if i == top else store.anchor(certs[i], names=names[i])
+        a = (
+            anchor
+            if i == top
+            else store.anchor(certs[i], names=names[i], remember=_ca(certs[i], facts[i]))
+        )
         if a.status is LinkStatus.BAD_SIGNATURE:
             bad.append(i)
         if a.status is LinkStatus.ISSUER_MISSING and self_issued[i]:

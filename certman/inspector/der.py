@@ -156,3 +156,65 @@ def _walk(tbs: bytes, start: int, signature: bytes) -> QuickFacts:
                 xs = ee
         pos = e
     return QuickFacts(issuer, subject, tuple(sans), is_ca, has_sct, tbs, signature)
+
+
+# RFC 4514 short names cryptography uses (x509.name._NAMEOID_TO_NAME), by the
+# DER of their OID (tag and length included, so a prefix match is exact).
+_SHORT_NAMES: dict[bytes, str] = {
+    bytes.fromhex("0603550403"): "CN",
+    bytes.fromhex("0603550407"): "L",
+    bytes.fromhex("0603550408"): "ST",
+    bytes.fromhex("060355040a"): "O",
+    bytes.fromhex("060355040b"): "OU",
+    bytes.fromhex("0603550406"): "C",
+    bytes.fromhex("0603550409"): "STREET",
+    bytes.fromhex("060a0992268993f22c640119"): "DC",
+    bytes.fromhex("060a0992268993f22c640101"): "UID",
+}
+# Characters that need no RFC 4514 escaping anywhere in a value, and are
+# valid in every string type accepted here (PrintableString's set is the
+# narrowest: letters, digits, space and '()-./:=?). Anything else, and a
+# leading or trailing space, takes cryptography's own formatter.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()-./:=?")
+# UTF8String (0x0c) and IA5String (0x16) also carry these plainly ('*' of
+# wildcard names); PrintableString (0x13) may not.
+_PLAIN_TEXT = _PLAIN | frozenset(b"*@_&!$%[]{}|~")
+_STRING_TAGS = {0x0C: _PLAIN_TEXT, 0x13: _PLAIN, 0x16: _PLAIN_TEXT}
+
+
+def name_text_der(name: bytes) -> str | None:
+    """``x509.Name.rfc4514_string()`` of a Name given as DER, for plain names only.
+
+    A leaf's subject is unique, so its text cannot be memoised, and
+    cryptography builds an object per attribute to write it. This writes
+    the same text straight from the DER when every attribute is single,
+    has a short name (CN, O, ...) and a plain ASCII value needing no
+    escaping; otherwise None (the caller asks cryptography).
+    """
+    try:
+        tag, pos, end = _tlv(name, 0)
+        if tag != 0x30 or end != len(name):
+            return None
+        parts: list[str] = []
+        while pos < end:
+            tag, s, rdn_end = _tlv(name, pos)  # RelativeDistinguishedName SET
+            if tag != 0x31:
+                return None
+            tag, a, attr_end = _tlv(name, s)  # AttributeTypeAndValue SEQUENCE
+            if tag != 0x30 or attr_end != rdn_end:
+                return None  # multi-valued RDN: rare, leave it to cryptography
+            _, _, oid_end = _tlv(name, a)
+            short = _SHORT_NAMES.get(name[a:oid_end])
+            vtag, vs, ve = _tlv(name, oid_end)
+            allowed = _STRING_TAGS.get(vtag)
+            if short is None or allowed is None or ve != attr_end or vs == ve:
+                return None
+            value = name[vs:ve]
+            if not allowed.issuperset(value) or value[0] == 0x20 or value[-1] == 0x20:
+                return None
+            parts.append(f"{short}={value.decode('ascii')}")
+            pos = rdn_end
+    except (ValueError, IndexError):
+        return None
+    parts.reverse()
+    return ",".join(parts)

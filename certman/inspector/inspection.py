@@ -29,7 +29,7 @@ from certman.inspector.chain import (
     name_text,
     public_key_of,
 )
-from certman.inspector.der import QuickFacts, quick_facts, quick_facts_der
+from certman.inspector.der import QuickFacts, name_text_der, quick_facts, quick_facts_der
 from certman.inspector.distrust import EVENTS, DistrustEvent
 from certman.inspector.load import DEFAULT_MAX_SIZE, Bundle, load_bundle, load_file, quiet
 from certman.inspector.model import CertificateInfo, KeyInfo, Report
@@ -199,12 +199,16 @@ def certificate_info(
         return _with(cached, index, days)
     algorithm, digest = _signature(cert)
     not_after = cert.not_valid_after_utc
+    subject_text: str | None = None
     if facts is not None:
         issuer_text = name_text(facts.issuer, cert)
+        subject_text = name_text_der(facts.subject)
         sans, is_ca, self_signed = facts.sans, facts.is_ca, facts.issuer == facts.subject
     else:
         issuer_text = cert.issuer.rfc4514_string()
         sans, is_ca, self_signed = _sans(cert), _is_ca(cert), cert.subject == cert.issuer
+    if subject_text is None:
+        subject_text = cert.subject.rfc4514_string()
     remember = is_ca or (facts is None and index > 0)
     # A DER the walker accepted is exactly the certificate's encoding (its
     # outer element spans it all), so its digest is the fingerprint.
@@ -214,7 +218,7 @@ def certificate_info(
         sha256 = fingerprint(cert)
     info = CertificateInfo(
         index=index,
-        subject=cert.subject.rfc4514_string(),
+        subject=subject_text,
         issuer=issuer_text,
         serial=format(cert.serial_number, "X"),
         sha256=sha256,

@@ -364,23 +364,26 @@ def _load_cert_pems(data: bytes, source: str, begins: int) -> Bundle | None:
             body = data[start:end]
             if b"-----" in body:  # markers out of order: the careful path says where
                 return None
-            if not certs:  # the leaf (usually): unique, never cached
+            hit = _PEM_CACHE.get(body)
+            if hit is None and not certs:
+                # The first block: usually the leaf, unique, so not cached
+                # (but a bundle in the wrong order starts with a shared
+                # intermediate, found above). Unchecked, like
+                # cryptography's PEM reader: lazily parsed fields that are
+                # broken fail later, in inspect().
                 der = binascii.a2b_base64(body)
-                # Unchecked, like cryptography's PEM reader: lazily parsed
-                # fields that are broken fail later, in inspect().
                 cert = x509.load_der_x509_certificate(der)
                 certs.append(cert)
                 known.append((cert, der))
                 continue
-            hit = _PEM_CACHE.get(body)
             if hit is None:
                 der = binascii.a2b_base64(body)
                 hit = (x509.load_der_x509_certificate(der), der)
-                try:
-                    _checked(hit[0])
-                except ValueError:
-                    pass  # a broken one is not shared (it fails in inspect())
-                else:
+                # Only CA certificates recur (a leaf after its intermediates
+                # is unique), and a broken one is not shared (it fails in
+                # inspect()): neither is cached, so the cache keeps the few
+                # shared objects instead of churning.
+                if _is_sound_ca(hit[0]):
                     if len(_PEM_CACHE) >= _PARSE_CACHE_MAX:
                         _PEM_CACHE.clear()
                     _PEM_CACHE[body] = hit
@@ -389,6 +392,14 @@ def _load_cert_pems(data: bytes, source: str, begins: int) -> Bundle | None:
     except (ValueError, binascii.Error, x509.InvalidVersion):
         return None
     return Bundle(source, tuple(certs), known_der=tuple(known))
+
+
+def _is_sound_ca(cert: x509.Certificate) -> bool:
+    try:
+        _checked(cert)
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (ValueError, x509.ExtensionNotFound):
+        return False
 
 
 def _load_pem_blocks(data: bytes, source: str, password: bytes | None) -> Bundle:

@@ -74,3 +74,55 @@ def test_from_der_also_gives_tbs_signature_and_the_fingerprint(pki: f.PKI) -> No
     assert quick_facts_der(pki.leaf.der + b"\x00") is None  # trailing bytes
     assert quick_facts_der(pki.leaf.der[:-5]) is None  # truncated
     assert quick_facts_der(b"\x04\x00") is None
+
+
+def test_name_text_agrees_with_cryptography_or_gives_up() -> None:
+    from cryptography.x509.oid import NameOID
+
+    from certman.inspector.der import name_text_der
+
+    def attr(oid: x509.ObjectIdentifier, value: str, kind: object = None) -> x509.NameAttribute:
+        if kind is None:
+            return x509.NameAttribute(oid, value)
+        return x509.NameAttribute(oid, value, kind)  # type: ignore[arg-type]
+
+    plain = [
+        x509.Name([attr(NameOID.COMMON_NAME, "www.example.org")]),
+        x509.Name(
+            [
+                attr(NameOID.COUNTRY_NAME, "US"),
+                attr(NameOID.STATE_OR_PROVINCE_NAME, "New York"),
+                attr(NameOID.LOCALITY_NAME, "Albany"),
+                attr(NameOID.ORGANIZATION_NAME, "Example (Test) Co."),
+                attr(NameOID.ORGANIZATIONAL_UNIT_NAME, "Unit-1/2:3=4?"),
+                attr(NameOID.DOMAIN_COMPONENT, "example"),
+                attr(NameOID.USER_ID, "u1"),
+                attr(NameOID.STREET_ADDRESS, "1 Main St"),
+                attr(NameOID.COMMON_NAME, "CA 1", x509.name._ASN1Type.PrintableString),
+            ]
+        ),
+        x509.Name([attr(NameOID.COMMON_NAME, "*.example.org")]),  # UTF8String
+        x509.Name([attr(NameOID.DOMAIN_COMPONENT, "a_b*c")]),  # IA5String
+        x509.Name([]),
+    ]
+    for name in plain:
+        assert name_text_der(name.public_bytes()) == name.rfc4514_string()
+    odd = [
+        x509.Name([attr(NameOID.ORGANIZATION_NAME, "A, B + C")]),  # needs escaping
+        x509.Name([attr(NameOID.COMMON_NAME, "#hash")]),
+        x509.Name([attr(NameOID.COMMON_NAME, "trailing ")]),
+        x509.Name([attr(NameOID.COMMON_NAME, "Zoë")]),  # not ASCII
+        x509.Name([attr(NameOID.COMMON_NAME, "a*b", x509.name._ASN1Type.PrintableString)]),
+        x509.Name([attr(NameOID.EMAIL_ADDRESS, "a@example.org")]),  # no short name
+        x509.Name(
+            [
+                x509.RelativeDistinguishedName(
+                    [attr(NameOID.COMMON_NAME, "a"), attr(NameOID.ORGANIZATION_NAME, "b")]
+                )
+            ]
+        ),
+    ]
+    for name in odd:
+        assert name_text_der(name.public_bytes()) is None, name
+    assert name_text_der(plain[0].public_bytes()[:-1]) is None  # truncated
+    assert name_text_der(plain[0].public_bytes() + b"\x00") is None  # trailing

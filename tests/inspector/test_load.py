@@ -135,6 +135,13 @@ def test_pem_bundles_share_intermediate_objects_and_keep_der(pki: f.PKI) -> None
     assert one.certificates[1] is two.certificates[1]  # parsed once per process
     assert one.certificates[1] == pki.inter.cert
     assert one.der(0) == pki.leaf.der and one.der(1) == pki.inter.der
+    # In the wrong order too: the intermediate first is the shared object.
+    reverse = load_bundle(pki.inter.pem + pki.leaf.pem)
+    assert reverse.certificates[0] is one.certificates[1]
+    from certman.inspector import load as load_module
+
+    assert pki.leaf.pem.split(b"-----")[2] not in load_module._PEM_CACHE  # leaves are not kept
+    assert pki.inter.pem.split(b"-----")[2] in load_module._PEM_CACHE
     assert load_bundle(pki.leaf.der).der(0) == pki.leaf.der
     # A bundle rebuilt with other certificates does not hand out stale DER.
     from dataclasses import replace
