@@ -21,6 +21,7 @@ worker (the CLI renders JSON lines there), so only small strings travel back.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import multiprocessing
 import os
@@ -79,6 +80,10 @@ def _init_worker(
     global _WORKER
     _WORKER = (now, options, fn)
     trust_store_for(options.trust_store)  # load once, up front
+    # Everything alive now (the imported library, the trust store) lives as
+    # long as the worker: keep it out of the cyclic collector's scans, which
+    # otherwise cost about a tenth of the per-source work (callgrind).
+    gc.freeze()
 
 
 def _work(chunk: list[Source]) -> list[Any]:
