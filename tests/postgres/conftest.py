@@ -11,16 +11,12 @@ Without PostgreSQL installed the tests skip, and fail under ``CI=true``
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from localpg import LocalPostgres, PostgresMissing
 
 from certman.store.postgres import PostgresStore
-
-_counter = itertools.count(1)
 
 
 def _in_ci() -> bool:
@@ -48,12 +44,8 @@ def pg_server() -> Iterator[LocalPostgres]:
 @pytest.fixture
 def pg_url(pg_server: LocalPostgres) -> str:
     """A URL to an empty schema of its own (no certman tables yet)."""
-    schema = f"t{next(_counter)}"
     pg_server.start()  # a previous test may have stopped it
-    with psycopg.connect(pg_server.database_url("certman"), autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return pg_server.database_url("certman", options=f"-csearch_path%3D{schema}")
+    return pg_server.new_schema_url()
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ class LocalPostgres:
         self.sockets = self.base / "sock"
         self.log = self.base / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._schemas = 0
         self._as_user: list[str] = []
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
@@ -182,6 +183,15 @@ class LocalPostgres:
             pidfile = self.data / "postmaster.pid"
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
+
+    def new_schema_url(self, dbname: str = "certman") -> str:
+        """A URL to a new, empty schema of its own in ``dbname`` (via ``search_path``)."""
+        self._schemas += 1
+        schema = f"s{os.getpid()}_{self._schemas}"
+        with psycopg.connect(self.database_url(dbname), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"CREATE SCHEMA {schema}")
+        return self.database_url(dbname, options=f"-csearch_path%3D{schema}")
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url, autocommit=True) as conn:
