@@ -217,10 +217,13 @@ def _three_workers_two_responders(
     statuses = {c["status"] for r in reports for c in r["certificates"]}
     assert statuses <= {"renewed", "not-due", "skipped"}, statuses
 
-    # Validations were answered by both responders (each serves half the
-    # names, twice: issuance and renewal), never by the ordering worker.
+    # Validations were answered by both responders, never by the ordering
+    # worker (workers only publish tokens). Pebble fetches each token from 3
+    # "perspectives", and each responder has half the names: issuance alone
+    # is 1.5 N requests per responder, so more than 2 N means the renewals'
+    # validations came to the responders too.
     for summary in summaries:
-        assert summary["served"] >= N, summaries
+        assert summary["served"] > 2 * N, summaries
 
 
 def test_database_going_away_mid_run(pg_server: LocalPostgres) -> None:
