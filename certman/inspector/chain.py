@@ -439,6 +439,51 @@ def analyze_chain(
             chosen_ok = False
         issuer_of[i], verdict[i] = chosen, chosen_ok
 
+    # Everything from here on depends only on the verdicts above, the names,
+    # the CA flags and, for CA certificates, on the objects themselves
+    # (their trust-store anchoring, their names in link details). A fleet
+    # repeats a few shapes (leaf + the same intermediates), so when no leaf
+    # needs its own anchoring the result is memoised by that key.
+    cas = [_ca(c, f) for c, f in zip(certs, facts, strict=True)]
+    issued_something = {j for j in issuer_of if j is not None}
+    shape: tuple[object, ...] | None = None
+    if all(cas[i] for i in range(n) if issuer_of[i] is None or i in issued_something):
+        shape = (
+            id(store),
+            tuple(id(c) if ca else None for c, ca in zip(certs, cas, strict=True)),
+            tuple(issuer_of),
+            tuple(verdict),
+            tuple(self_issued),
+            tuple(cas),
+        )
+        hit = _SHAPES.get(shape)
+        if hit is not None:
+            return hit[1]
+    result = _assemble(certs, store, names, self_issued, issuer_of, verdict, cas)
+    if shape is not None:
+        if len(_SHAPES) > 512:
+            _SHAPES.clear()
+        # The entry holds the store and the CA certificates whose ids are in
+        # the key, so those ids cannot be reused while it lives.
+        keep = (store, *[c for c, ca in zip(certs, cas, strict=True) if ca])
+        _SHAPES[shape] = (keep, result)
+    return result
+
+
+_SHAPES: dict[tuple[object, ...], tuple[tuple[object, ...], ChainAnalysis]] = {}
+
+
+def _assemble(
+    certs: Sequence[x509.Certificate],
+    store: TrustStore,
+    names: list[tuple[bytes, bytes]],
+    self_issued: list[bool],
+    issuer_of: list[int | None],
+    verdict: list[bool | None],
+    cas: list[bool],
+) -> ChainAnalysis:
+    """The rest of :func:`analyze_chain`, from each certificate's chosen issuer."""
+    n = len(certs)
     # The end entity: a certificate that issued nothing here; prefer the
     # first as received, then a non-CA one.
     issued_something = {j for j in issuer_of if j is not None}
@@ -446,7 +491,7 @@ def analyze_chain(
     if 0 in unissuing or not unissuing:
         leaf = 0
     else:
-        non_ca = [i for i in unissuing if not _ca(certs[i], facts[i])]
+        non_ca = [i for i in unissuing if not cas[i]]
         leaf = (non_ca or unissuing)[0]
 
     path = [leaf]
@@ -458,8 +503,7 @@ def analyze_chain(
         path.append(up)
         seen.add(up)
     top = path[-1]
-    top_ca = _ca(certs[top], facts[top])
-    anchor = store.anchor(certs[top], names=names[top], remember=top_ca)
+    anchor = store.anchor(certs[top], names=names[top], remember=cas[top])
     trusted = anchor.status is LinkStatus.TRUSTED
     complete = trusted or self_issued[top]
 
@@ -480,11 +524,7 @@ def analyze_chain(
                 status, detail = LinkStatus.OUT_OF_ORDER, f"issued by #{j}, not by the next one"
             links.append(Link(i, status, j, detail))
             continue
-        a = (
-            anchor
-            if i == top
-            else store.anchor(certs[i], names=names[i], remember=_ca(certs[i], facts[i]))
-        )
+        a = anchor if i == top else store.anchor(certs[i], names=names[i], remember=cas[i])
         if a.status is LinkStatus.BAD_SIGNATURE:
             bad.append(i)
         if a.status is LinkStatus.ISSUER_MISSING and self_issued[i]:
@@ -493,9 +533,7 @@ def analyze_chain(
             links.append(Link(i, a.status, None, a.detail))
 
     on_path = set(path)
-    extra = tuple(
-        i for i in range(n) if i not in on_path and (complete or not _ca(certs[i], facts[i]))
-    )
+    extra = tuple(i for i in range(n) if i not in on_path and (complete or not cas[i]))
     expected = list(range(len(path)))
     out_of_order = len(path) > 1 and path != expected
     root_included = top if len(path) > 1 and self_issued[top] else None

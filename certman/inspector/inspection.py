@@ -114,17 +114,46 @@ def _signature(cert: x509.Certificate) -> tuple[str, str | None]:
 
 def key_info(pub: object) -> KeyInfo:
     """Type, size and curve of a public key."""
-    if isinstance(pub, rsa.RSAPublicKey):
-        return KeyInfo("RSA", pub.key_size)
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        return KeyInfo("EC", pub.curve.key_size, curve_name(pub.curve))
-    if isinstance(pub, ed25519.Ed25519PublicKey):
+    kind = _KINDS.get(type(pub))
+    if kind is None:
+        kind = _KINDS[type(pub)] = _kind(pub)
+    if kind == "RSA" or kind == "DSA":
+        size: int = pub.key_size  # type: ignore[attr-defined]
+        hit = _KEY_INFOS.get((kind, size))
+        if hit is None:
+            hit = _KEY_INFOS[(kind, size)] = KeyInfo(kind, size)
+        return hit
+    if kind == "EC":
+        curve = pub.curve  # type: ignore[attr-defined]
+        hit = _KEY_INFOS.get((kind, curve.name))
+        if hit is None:
+            hit = _KEY_INFOS[(kind, curve.name)] = KeyInfo("EC", curve.key_size, curve_name(curve))
+        return hit
+    if kind == "Ed25519":
         return KeyInfo("Ed25519", 256)
-    if isinstance(pub, ed448.Ed448PublicKey):
+    if kind == "Ed448":
         return KeyInfo("Ed448", 456)
-    if isinstance(pub, dsa.DSAPublicKey):
-        return KeyInfo("DSA", pub.key_size)
     return KeyInfo(type(pub).__name__, 0)
+
+
+# Concrete key class -> kind, and the (equal, immutable) KeyInfo values: the
+# abstract-class isinstance checks cost a microsecond each, per certificate.
+_KINDS: dict[type, str] = {}
+_KEY_INFOS: dict[tuple[str, object], KeyInfo] = {}
+
+
+def _kind(pub: object) -> str:
+    if isinstance(pub, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        return "EC"
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(pub, ed448.Ed448PublicKey):
+        return "Ed448"
+    if isinstance(pub, dsa.DSAPublicKey):
+        return "DSA"
+    return ""
 
 
 def _sans(cert: x509.Certificate) -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptography import x509
+
 from certman.inspector import LinkStatus, TrustStore, analyze_chain, strict_verify
 from tests.inspector import factory as f
 
@@ -28,3 +30,24 @@ def test_strict_verify(pki: f.PKI, store: TrustStore) -> None:
     assert strict_verify(certs, now=f.NOW, store=store, host="www.example.org") is None
     assert strict_verify(certs, now=f.NOW, store=store, host="other.example") is not None
     assert strict_verify(certs, now=f.NOW, store=TrustStore([])) is not None
+
+
+def test_shared_shapes_are_memoised_but_each_leaf_is_verified(
+    pki: f.PKI, store: TrustStore
+) -> None:
+    def chain(leaf: f.Issued) -> list[x509.Certificate]:
+        return [leaf.cert, pki.inter.cert]  # the same intermediate object each time
+
+    first = analyze_chain(chain(f.leaf(pki.inter, "a.example")), store=store)
+    again = analyze_chain(chain(f.leaf(pki.inter, "b.example")), store=store)
+    assert again is first and first.trusted and not first.bad_signatures
+    # Same names and shape, but signed by another key: its own verdict.
+    impostor = f.Issued(pki.inter.cert, f.ec_key(n=7))
+    forged = f.leaf(impostor, "c.example")
+    bad = analyze_chain(chain(forged), store=store)
+    assert bad.bad_signatures == (0,) and bad.links[0].status == LinkStatus.BAD_SIGNATURE
+    # A leaf alone: anchored on its own (not memoised), issuer missing.
+    alone = analyze_chain([forged.cert], store=store)
+    assert alone.links[0].status == LinkStatus.ISSUER_MISSING
+    # Another store: another answer, not the memoised one.
+    assert not analyze_chain(chain(f.leaf(pki.inter, "d.example")), store=TrustStore([])).trusted
