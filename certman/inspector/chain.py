@@ -34,6 +34,7 @@ import functools
 import logging
 import os
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -457,20 +458,24 @@ def analyze_chain(
             tuple(cas),
         )
         hit = _SHAPES.get(shape)
-        if hit is not None:
-            return hit[1]
+        if hit is not None and hit[0]() is store:
+            return hit[2]
     result = _assemble(certs, store, names, self_issued, issuer_of, verdict, cas)
     if shape is not None:
         if len(_SHAPES) > 512:
             _SHAPES.clear()
-        # The entry holds the store and the CA certificates whose ids are in
-        # the key, so those ids cannot be reused while it lives.
-        keep = (store, *[c for c, ca in zip(certs, cas, strict=True) if ca])
-        _SHAPES[shape] = (keep, result)
+        # The entry holds the CA certificates whose ids are in the key, so
+        # those ids cannot be reused while it lives; the store only weakly
+        # (a caller may make a store per call), checked on every hit.
+        keep = tuple(c for c, ca in zip(certs, cas, strict=True) if ca)
+        _SHAPES[shape] = (weakref.ref(store), keep, result)
     return result
 
 
-_SHAPES: dict[tuple[object, ...], tuple[tuple[object, ...], ChainAnalysis]] = {}
+_SHAPES: dict[
+    tuple[object, ...],
+    tuple[weakref.ref[TrustStore], tuple[x509.Certificate, ...], ChainAnalysis],
+] = {}
 
 
 def _assemble(

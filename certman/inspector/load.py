@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,32 +113,32 @@ class _Quiet:
     Like ``catch_warnings`` itself, not thread-safe (filters are global).
     """
 
-    depth = 0
-
     def __init__(self) -> None:
         self._saved: warnings.catch_warnings[None] | None = None
 
     def __enter__(self) -> None:
-        if _Quiet.depth == 0:
-            self._saved = warnings.catch_warnings()
-            self._saved.__enter__()
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            warnings.filterwarnings("ignore", ".*could not be parsed as DER", UserWarning)
-        _Quiet.depth += 1
+        self._saved = warnings.catch_warnings()
+        self._saved.__enter__()
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        warnings.filterwarnings("ignore", ".*could not be parsed as DER", UserWarning)
+        _QUIET.depth = 1
 
     def __exit__(self, *exc: object) -> None:
-        _Quiet.depth -= 1
+        _QUIET.depth = 0
         if self._saved is not None:
             self._saved.__exit__(None, None, None)
             self._saved = None
 
 
+# Per thread: whether this thread is inside quiet() already (threads of an
+# endpoint scan each enter their own, as they did with catch_warnings).
+_QUIET = threading.local()
 _ALREADY_QUIET = contextlib.nullcontext()
 
 
 def quiet() -> contextlib.AbstractContextManager[None]:
     """A context in which cryptography's warnings about odd input are not shown."""
-    return _ALREADY_QUIET if _Quiet.depth else _Quiet()
+    return _ALREADY_QUIET if getattr(_QUIET, "depth", 0) else _Quiet()
 
 
 def load_bundle(

@@ -51,3 +51,15 @@ def test_shared_shapes_are_memoised_but_each_leaf_is_verified(
     assert alone.links[0].status == LinkStatus.ISSUER_MISSING
     # Another store: another answer, not the memoised one.
     assert not analyze_chain(chain(f.leaf(pki.inter, "d.example")), store=TrustStore([])).trusted
+
+
+def test_memoised_shapes_do_not_keep_a_store_alive(pki: f.PKI) -> None:
+    import gc
+    import weakref
+
+    store = TrustStore([pki.root.cert])
+    assert analyze_chain([f.leaf(pki.inter).cert, pki.inter.cert], store=store).trusted
+    ref = weakref.ref(store)
+    del store
+    gc.collect()
+    assert ref() is None

@@ -189,3 +189,32 @@ def test_quiet_hides_cryptography_warnings_and_restores_filters() -> None:
         warnings.warn("shown again", CryptographyDeprecationWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["shown again"]
     assert warnings.filters == before
+
+
+def test_quiet_is_per_thread() -> None:
+    import threading
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    from certman.inspector.load import quiet
+
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def hold() -> None:
+        with quiet():
+            inside.set()
+            leave.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    inside.wait(10)
+    # Another thread inside quiet() does not make this thread's quiet() a no-op.
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet():
+            warnings.warn("negative serial", CryptographyDeprecationWarning, stacklevel=1)
+    leave.set()
+    other.join()
+    assert seen == []
