@@ -394,12 +394,19 @@ def analyze_chain(
     *,
     store: TrustStore | None = None,
     facts: Sequence[QuickFacts | None] | None = None,
+    check_leaf_signatures: bool = True,
 ) -> ChainAnalysis:
     """Judge a chain given in the order it was received.
 
     ``store`` defaults to :func:`default_trust_store`. Pure apart from the
     per-process caches; never raises for a bad chain (problems are in the
-    result).
+    result). ``check_leaf_signatures=False`` is for callers that do not
+    report bad signatures (``scan --only distrusted-ca``): an end-entity
+    certificate's signature is then not verified when a single certificate
+    of the bundle carries its issuer's name (there is no choice to make), and
+    its link is ``unchecked``. CA certificates' links are always checked,
+    and so is every candidate when several share the name (the path must
+    go through the one that really issued it).
     """
     if not certs:
         raise InspectorError("no certificates to analyse", code="no-certificate")
@@ -432,6 +439,9 @@ def analyze_chain(
         chosen_ok: bool | None = None
         f = facts[i]
         recurs = f.is_ca if f is not None else i > 0
+        if not recurs and not check_leaf_signatures and len(candidates) == 1:
+            issuer_of[i] = chosen  # verdict stays None: not checked
+            continue
         for k in candidates:
             ok = signed_by(certs[i], certs[k], cache=recurs, facts=f)
             if ok is not False:
@@ -456,11 +466,14 @@ def analyze_chain(
             tuple(verdict),
             tuple(self_issued),
             tuple(cas),
+            check_leaf_signatures,
         )
         hit = _SHAPES.get(shape)
         if hit is not None and hit[0]() is store:
             return hit[2]
-    result = _assemble(certs, store, names, self_issued, issuer_of, verdict, cas)
+    result = _assemble(
+        certs, store, names, self_issued, issuer_of, verdict, cas, check_leaf_signatures
+    )
     if shape is not None:
         if len(_SHAPES) > 512:
             _SHAPES.clear()
@@ -486,6 +499,7 @@ def _assemble(
     issuer_of: list[int | None],
     verdict: list[bool | None],
     cas: list[bool],
+    checked: bool = True,
 ) -> ChainAnalysis:
     """The rest of :func:`analyze_chain`, from each certificate's chosen issuer."""
     n = len(certs)
@@ -522,7 +536,12 @@ def _assemble(
                 detail = f"#{j} ({_cn(certs[j])}) has the issuer's name but did not sign it"
                 bad.append(i)
             elif verdict[i] is None:
-                status, detail = LinkStatus.UNCHECKED, "signature algorithm not checkable"
+                status = LinkStatus.UNCHECKED
+                detail = (
+                    "signature algorithm not checkable"
+                    if checked or cas[i]
+                    else "signature not checked (bad-signature is not among the rules)"
+                )
             elif j == i + 1:
                 status, detail = LinkStatus.OK, f"issued by #{j}"
             else:

@@ -346,7 +346,10 @@ def inspect(
             certs = bundle.certificates
             ders = [bundle.der(i) for i in range(len(certs))]
             facts = [_facts(c, i, ders[i]) for i, c in enumerate(certs)]
-            chain = analyze_chain(certs, store=trust, facts=facts)
+            # Leaf signatures feed only bad-signature (and the choice between
+            # same-name issuers, which analyze_chain still makes by signature).
+            check = opts.rules is None or "bad-signature" in opts.rules
+            chain = analyze_chain(certs, store=trust, facts=facts, check_leaf_signatures=check)
             infos = tuple(
                 certificate_info(c, i, when, facts[i], ders[i]) for i, c in enumerate(certs)
             )

@@ -63,3 +63,25 @@ def test_memoised_shapes_do_not_keep_a_store_alive(pki: f.PKI) -> None:
     del store
     gc.collect()
     assert ref() is None
+
+
+def test_leaf_signature_skipped_only_when_bad_signature_is_not_wanted(
+    pki: f.PKI, store: TrustStore
+) -> None:
+    from certman.inspector import inspect
+
+    impostor = f.Issued(pki.inter.cert, f.ec_key(n=8))
+    forged = f.leaf(impostor, "forged.example")
+    bundle = f.pem(forged, pki.inter)
+    full = inspect(bundle, now=f.NOW, store=store)
+    assert "bad-signature" in {x.rule for x in full.findings}
+    assert full.chain.links[0].status == LinkStatus.BAD_SIGNATURE
+    quick = inspect(bundle, now=f.NOW, store=store, rules={"distrusted-ca", "expired"})
+    assert quick.chain.links[0].status == LinkStatus.UNCHECKED
+    assert "not checked" in quick.chain.links[0].detail
+    assert quick.chain.path == full.chain.path and quick.chain.trusted == full.chain.trusted
+    # Two certificates with the issuer's name: still chosen by signature.
+    other_inter = f.make_cert(pki.inter.cert.subject, issuer=pki.root, key=f.ec_key(n=9), ca=True)
+    leaf = f.leaf(pki.inter, "real.example")
+    both = inspect(f.pem(leaf, other_inter, pki.inter), now=f.NOW, store=store, rules={"expired"})
+    assert both.chain.links[0].issuer == 2 and both.chain.links[0].status == LinkStatus.OUT_OF_ORDER
