@@ -19,11 +19,14 @@ with cryptography's own primitive for each link
 Memoisation: intermediates and roots recur across a fleet, so signature
 results for (child, issuer) pairs where the child is a CA, and the
 trust-store anchoring of a path's top CA certificate, are cached per process.
-Leaf signatures are unique and always checked. The caches are keyed by
-object identity (the loader hands out one parsed object per distinct
-intermediate; see load.py): hashing a Certificate hashes its whole DER, which
-cost more than the work saved. Each entry holds its certificate, so an id is
-never reused while its entry lives.
+Leaf signatures are unique and checked every time (unless the caller does
+not report bad signatures; see :func:`analyze_chain`); the analysis of a
+recurring shape (a leaf with the same intermediates) is reused only once
+the leaf's own verdict is known. The caches are keyed by object identity
+(the loader hands out one parsed object per distinct intermediate; see
+load.py): hashing a Certificate hashes its whole DER, which cost more than
+the work saved. Each entry holds its certificate, so an id is never reused
+while its entry lives.
 """
 
 from __future__ import annotations
