@@ -26,11 +26,9 @@ Example alert: ``certman_certificate_not_after_timestamp_seconds - time() < 7 * 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +36,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from certman import _atomic
 from certman.errors import CertmanError
 from certman.renewal import HasValidity, RenewalDecision, Validity, decide, state_from_meta
 from certman.store.base import Store
@@ -254,37 +253,16 @@ def write_textfile(path: str | os.PathLike[str], text: str) -> Path:
     no temporary file is left behind.
     """
     target = Path(path)
-    directory = target.parent
-    tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-        tmp_name = None
-        _fsync_directory(directory)
+        # The temp name (".<name>.<random>") never ends in ".prom".
+        _atomic.replace_file(target, text.encode("utf-8"), 0o644, tmp_prefix=f".{target.name}.")
     except OSError as exc:
         raise CertmanError(
             f"could not write metrics to {target}: {exc.strerror or exc}",
             code="metrics-write-failed",
             path=str(target),
         ) from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
     return target
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -21,11 +21,11 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from certman import _atomic
 from certman.challenges.base import ChallengeTask
 from certman.challenges.http01 import _require_http01, is_valid_token, validate_token
 from certman.errors import ChallengeError
@@ -132,25 +132,9 @@ class WebrootSolver:
                 log.debug("webroot: wrote token %s for %s", task.token, task.identifier)
 
     def _write(self, dfd: int, token: str, data: bytes) -> None:
-        tmp = f".certman-{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                self.file_mode,
-                dir_fd=dfd,
-            )
-            try:
-                os.fchmod(fd, self.file_mode)
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, token, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+            _atomic.replace_at(dfd, token, data, self.file_mode, tmp_prefix=".certman-")
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
             raise self._fail(exc, self.webroot.joinpath(*_PARTS, token)) from exc
 
     def cleanup(self, tasks: Sequence[ChallengeTask]) -> None:

@@ -15,11 +15,9 @@ Which arguments are endpoints (the one rule, documented in docs/endpoints.md):
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -28,6 +26,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from certman import _atomic
 from certman.errors import ConfigError, InspectorError
 from certman.inspector.aia import AiaFetcher, fetch_missing
 from certman.inspector.endpoints import (
@@ -238,19 +237,7 @@ def write_output(path: str, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".certman-fix-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _atomic.replace_file(path, data, 0o644, tmp_prefix=".certman-fix-")
 
 
 Loaded = tuple[str, Bundle | InspectorError, str | None]

@@ -17,14 +17,12 @@ download. A URL that failed is not retried within the fetcher's lifetime.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
 import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -41,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from certman import _atomic
 from certman._version import __version__
 from certman.errors import InspectorError
 from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
@@ -173,17 +172,7 @@ class DirectoryAiaCache:
         pem = b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in ders)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".aia-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(pem)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self._path(url))
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            _atomic.replace_file(self._path(url), pem, 0o600, tmp_prefix=".aia-")
         except OSError as exc:
             log.warning("cannot write the AIA cache in %s: %s", self.directory, exc)
 

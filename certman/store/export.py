@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from certman import _atomic
 from certman.errors import CertmanError, StoreError
 from certman.store.base import CertificateFiles, Store, validate_name
 
@@ -83,14 +84,6 @@ def _same(live: Path, wanted: dict[str, bytes]) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _mkdir_private(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.is_symlink() or not path.is_dir():
@@ -114,18 +107,10 @@ def _write_version(lineage: Path, version: int, wanted: dict[str, bytes]) -> str
     tmp.mkdir(mode=0o700)
     for name, data in wanted.items():
         mode = 0o600 if name == "privkey.pem" else 0o644
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(tmp)
+        _atomic.create_file(tmp / name, data, mode)
+    _atomic.fsync_dir(tmp)
     os.rename(tmp, archive / final)
-    _fsync_dir(archive)
+    _atomic.fsync_dir(archive)
     return f"archive/{final}"
 
 
@@ -138,7 +123,7 @@ def _switch_live(lineage: Path, target: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(lineage)
+    _atomic.fsync_dir(lineage)
 
 
 def _prune(lineage: Path, keep: set[str]) -> None:

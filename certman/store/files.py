@@ -51,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from certman import _atomic
 from certman.challenges.http01 import is_valid_token
 from certman.errors import StoreError
 from certman.store.base import (
@@ -222,30 +223,13 @@ class FileStore:
         """Atomically replace ``name`` in directory ``dfd`` with ``data``.
 
         The rename replaces a planted symlink at ``name`` rather than writing
-        through it.
+        through it. An I/O error (ENOSPC, EIO), including the directory fsync
+        after the rename, is a ``store-io`` StoreError.
         """
-        tmp = f"{_TMP_PREFIX}{name}-{secrets.token_hex(6)}"
         try:
-            fd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                mode,
-                dir_fd=dfd,
-            )
-            try:
-                os.fchmod(fd, mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            _atomic.replace_at(dfd, name, data, mode, tmp_prefix=f"{_TMP_PREFIX}{name}-")
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
             raise self._io_error(exc, parts, name) from exc
-        self._fsync_dir(dfd, parts, name)
 
     def _fsync_dir(self, dfd: int, parts: Sequence[str], name: str | None = None) -> None:
         """fsync a directory after a rename in it; an I/O error (ENOSPC, EIO) is a StoreError."""
@@ -257,20 +241,7 @@ class FileStore:
     def _create(self, dfd: int, name: str, data: bytes, mode: int, parts: Sequence[str]) -> None:
         """Create a new file (``O_EXCL``) and fsync it; for private temp directories."""
         try:
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                mode,
-                dir_fd=dfd,
-            )
-            try:
-                os.fchmod(fd, mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _atomic.create_file(name, data, mode, dir_fd=dfd)
         except OSError as exc:
             raise self._io_error(exc, parts, name) from exc
 

@@ -2,11 +2,12 @@
 
 The tmpfs test in test_faults_pebble.py fills a real file system and needs
 root to mount it; this one makes every ``os.write`` (or ``fsync``) of
-``certman.store.files`` fail with ENOSPC after N bytes, at each point of a
-save in turn: a clear ``store-io`` error naming "No space left on device",
-the previous version still live and byte-identical with no half version
-listed (or, when only meta.json failed after the switch, the new complete
-version live), and the next save (space back) completes. This found directory
+``certman.store.files`` and of ``certman._atomic`` (which the store writes
+through) fail with ENOSPC after N bytes, at each point of a save in turn:
+a clear ``store-io`` error naming "No space left on device", the previous
+version still live and byte-identical with no half version listed (or, when
+only meta.json failed after the switch, the new complete version live), and
+the next save (space back) completes. This found directory
 fsyncs whose OSError escaped the store raw (now ``store-io``).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import certman._atomic as atomic_module
 import certman.store.files as files_module
 from certman.errors import StoreError
 from certman.store import FileStore
@@ -62,7 +64,11 @@ def test_disk_full_at_each_write_keeps_the_live_version(
     store.save_certificate("example.org", files(1), full_meta())
     before = store.load_live("example.org").files
     fake = _DiskFullOs(budget, fail_on)
+    # The store writes through certman._atomic (file writes, their fsyncs and
+    # the one after each rename) and fsyncs directories itself: both see the
+    # full disk.
     monkeypatch.setattr(files_module, "os", fake)
+    monkeypatch.setattr(atomic_module, "os", fake)
     try:
         store.save_certificate("example.org", files(2), full_meta())
     except StoreError as exc:
@@ -73,7 +79,9 @@ def test_disk_full_at_each_write_keeps_the_live_version(
         failed = False
     finally:
         monkeypatch.setattr(files_module, "os", os)
+        monkeypatch.setattr(atomic_module, "os", os)
     assert isinstance(files_module.os, ModuleType)
+    assert isinstance(atomic_module.os, ModuleType)
     live = store.load_live("example.org")
     if failed and live.version == 1:  # failed before the switch: untouched
         assert live.files == before
