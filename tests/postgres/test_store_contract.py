@@ -1,8 +1,9 @@
 """The Store contract, run against both stores: FileStore and a real PostgresStore.
 
-These are the behaviours ``tests/store/test_filestore.py`` checks for the
-FileStore that are not about files (layout, modes, symlinks): whatever a
-caller can observe through the protocol must be the same on PostgreSQL.
+This is the one suite for what a caller can observe through the protocol;
+``tests/store/test_filestore.py`` keeps only what is about files (layout,
+modes, symlinks, crash debris). The FileStore case always runs; the
+PostgreSQL one uses the real server of ``conftest.py`` (marked ``postgres``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,61 +21,17 @@ import pytest
 from certman.errors import StoreError
 from certman.store import (
     AccountRecord,
-    CertificateFiles,
     CertificateMeta,
     FileStore,
     Store,
     open_store,
+    validate_name,
 )
 from certman.store.postgres import PostgresStore
-
-pytestmark = pytest.mark.postgres
-
-DIRECTORY = "https://127.0.0.1:14000/dir"
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[2]
+from tests.store.test_filestore import DIRECTORY, NOW, REPO, files, full_meta
 
 
-def files(n: int) -> CertificateFiles:
-    return CertificateFiles.from_parts(
-        f"CERT {n}\n".encode(), f"CHAIN {n}\n".encode(), f"KEY {n}\n".encode()
-    )
-
-
-def full_meta(name: str = "example.org") -> CertificateMeta:
-    return CertificateMeta(
-        name=name,
-        names=(name, f"*.{name}", "192.0.2.1"),
-        key_type="ec-p384",
-        profile="shortlived",
-        preferred_chain="ISRG Root X1",
-        directory_url=DIRECTORY,
-        account_id="1",
-        created_at=NOW,
-        updated_at=NOW + timedelta(days=1),
-        solver="webroot",
-        solver_options={"webroot": "/srv/www", "nested": [1, 2, {"a": None}]},
-        pre_hooks=("systemctl stop thing",),
-        deploy_hooks=("systemctl reload nginx", "touch /tmp/x"),
-        post_hooks=("systemctl start thing",),
-        ari_window_start=NOW + timedelta(days=60),
-        ari_window_end=NOW + timedelta(days=62),
-        ari_chosen_time=NOW + timedelta(days=61),
-        ari_retry_after=NOW + timedelta(hours=6),
-        ari_explanation_url="https://ca.example/why",
-        last_success_at=NOW,
-        last_error="boom",
-        last_error_code="acme-rate-limited",
-        last_error_at=NOW,
-        consecutive_failures=2,
-        next_retry_at=NOW + timedelta(hours=1),
-        not_after=NOW + timedelta(days=90),
-        serial="0abc",
-        extra={"k": "v"},
-    )
-
-
-@pytest.fixture(params=["file", "postgres"])
+@pytest.fixture(params=["file", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "file":
         return str(tmp_path / "home")
@@ -105,6 +62,8 @@ def test_bad_names_refused(store: Store, bad: str) -> None:
     with pytest.raises(StoreError) as err:
         store.lock_certificate(bad)
     assert err.value.code == "store-bad-name"
+    with pytest.raises(StoreError):
+        validate_name(bad)
 
 
 def test_save_versions_and_live(store: Store) -> None:
@@ -183,14 +142,14 @@ def test_concurrent_readers_see_whole_versions(store: Store) -> None:
     for t in threads:
         t.start()
     try:
-        for n in range(1, 20):
+        for n in range(1, 30):
             store.save_certificate("example.org", files(n))
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert bad == []
-    assert store.load_live("example.org").version == 20
+    assert store.load_live("example.org").version == 30
 
 
 def test_naive_datetime_and_bad_values_refused(store: Store) -> None:
@@ -228,6 +187,8 @@ def test_accounts(store: Store) -> None:
     assert store.load_account_key(DIRECTORY, "2") == b"K2"
     store.save_account_key(DIRECTORY, "1", b"NEW KEY")
     assert store.load_account_key(DIRECTORY, "1") == b"NEW KEY"
+    assert store.load_previous_account_key(DIRECTORY, "1") == b"K1"
+    assert store.load_previous_account_key(DIRECTORY, "2") is None
     with pytest.raises(StoreError) as err:
         store.update_account(AccountRecord("5", DIRECTORY, "https://x/acct/5"))
     assert err.value.code == "store-not-found"
