@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from certman import _atomic
+from certman._atomic import replace_file as _replace_file
 from certman._version import __version__
 from certman.errors import InspectorError
 from certman.inspector.inspection import InspectOptions, inspect, trust_store_for, utc_now
@@ -172,7 +172,7 @@ class DirectoryAiaCache:
         pem = b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in ders)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _atomic.replace_file(self._path(url), pem, 0o600, tmp_prefix=".aia-")
+            _replace_file(self._path(url), pem, 0o600, tmp_prefix=".aia-")
         except OSError as exc:
             log.warning("cannot write the AIA cache in %s: %s", self.directory, exc)
 
