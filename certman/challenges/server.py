@@ -137,28 +137,32 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
     raise _bind_error(last, host, port) from last
 
 
-def parse_listen_address(spec: str, default_port: int = 80) -> tuple[str, int]:
+def parse_listen_address(spec: str, default_port: int | None = 80) -> tuple[str, int]:
     """Parse ``--listen``: ``HOST:PORT``, ``[V6]:PORT``, ``HOST``, ``:PORT`` or ``PORT``.
 
-    ``""`` as host means every address (IPv6 and IPv4). Raises
+    ``""`` as host means every address (IPv6 and IPv4). With
+    ``default_port=None`` the port is required (no bare ``HOST``). Raises
     ``ConfigError`` code ``"config-bad-listen"`` for anything else.
     """
     text = spec.strip()
     host, port_text = text, None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
     if text.startswith("["):
         end = text.find("]")
         rest = text[end + 1 :] if end >= 0 else ""
         if end < 0 or (rest and not rest.startswith(":")):
             raise _bad_listen(spec)
         host, port_text = text[1:end], (rest[1:] if rest else None)
-    elif text.isdigit():
+    elif text.isdecimal():
         host, port_text = "", text
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     # else: a host name, an IPv4 address, or a bare IPv6 address without a port
     if port_text is None:
+        if default_port is None:
+            raise _bad_listen(spec)
         port = default_port
-    elif port_text.isdigit() and int(port_text) <= 65535:
+    elif port_text.isdecimal() and int(port_text) <= 65535:
         port = int(port_text)
     else:
         raise _bad_listen(spec)

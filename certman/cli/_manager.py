@@ -8,7 +8,6 @@ one honours ``--home``/``--store`` (which store), ``--server``/``--staging``
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
+from certman.challenges.server import parse_listen_address
 from certman.cli._common import state
 from certman.errors import ConfigError
 from certman.manager import CertificateManager, Outcome, SolverSpec
@@ -49,18 +49,21 @@ def make_manager(ctx: click.Context, **kwargs: Any) -> CertificateManager:
     )
 
 
-_LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*))?:?(?P<port>\d{1,5})$")
-
-
 def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT`` -> (host, port); "" = all addresses."""
-    match = _LISTEN.match(value.strip())
-    if match is None or not 0 < int(match.group("port")) < 65536:
+    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT`` -> (host, port); "" = all addresses.
+
+    The syntax is :func:`parse_listen_address`'s; issuing needs a real port
+    (no bare HOST, no 0), and keeps its error code ``invalid-listen``.
+    """
+    try:
+        host, port = parse_listen_address(value, default_port=None)
+    except ConfigError:
+        host, port = "", 0
+    if port == 0:  # malformed, or 0 (a port picked at random is no use to a CA)
         raise ConfigError(
             f"--listen wants HOST:PORT, [IPv6]:PORT or PORT, got {value!r}", code="invalid-listen"
         )
-    host = match.group("v6") if match.group("v6") is not None else (match.group("host") or "")
-    return host, int(match.group("port"))
+    return host, port
 
 
 def solver_spec(
