@@ -27,14 +27,26 @@ def _override(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
-def store_option(func: F) -> F:
-    """Add ``--store URL`` to a command (overrides the global ``--store``)."""
-    return click.option(
-        "--store",
-        metavar="URL",
-        expose_value=False,
-        is_eager=True,
-        callback=_override,
-        help="Store to use: postgresql://... (cluster mode) or a directory; "
-        "same as the global --store / CERTMAN_STORE.",
-    )(func)
+def _store_option(help_text: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option(
+            "--store",
+            metavar="URL",
+            expose_value=False,
+            is_eager=True,
+            callback=_override,
+            help=help_text,
+        )(func)
+
+    return decorate
+
+
+#: Add ``--store URL`` to a command (overrides the global ``--store``).
+store_option = _store_option(
+    "Store to use: postgresql://... (cluster mode) or a directory; "
+    "same as the global --store / CERTMAN_STORE."
+)
+#: The same, for the commands that work on a PostgreSQL store only (``db``).
+postgres_store_option = _store_option(
+    "PostgreSQL store URL (default: the global --store / CERTMAN_STORE)."
+)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from certman.cli._common import EXIT_FAILURE, echo_json, handle_errors, state
+from certman.cli._store import postgres_store_option
 from certman.errors import ConfigError
 
 
-def postgres_store_url(ctx: click.Context, store_url: str | None) -> str:
+def postgres_store_url(ctx: click.Context) -> str:
     """The ``postgresql://`` URL from the subcommand's ``--store`` or the global one."""
-    url = store_url or state(ctx).store_url
+    url = state(ctx).store_url
     if not url or not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
             "this command needs a PostgreSQL store: --store postgresql://USER@HOST/DB"
@@ -18,9 +19,6 @@ def postgres_store_url(ctx: click.Context, store_url: str | None) -> str:
             code="store-url",
         )
     return url
-
-
-STORE_HELP = "PostgreSQL store URL (default: the global --store / CERTMAN_STORE)."
 
 
 @click.group("db")
@@ -38,11 +36,11 @@ def db_command() -> None:
 
 
 @db_command.command("upgrade")
-@click.option("--store", "store_url", metavar="URL", help=STORE_HELP)
+@postgres_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @handle_errors
-def upgrade_command(ctx: click.Context, store_url: str | None, as_json: bool) -> None:
+def upgrade_command(ctx: click.Context, as_json: bool) -> None:
     """Create the certman tables, or apply the migrations they miss (idempotent).
 
     All missing migrations run in one transaction; several machines may run
@@ -50,7 +48,7 @@ def upgrade_command(ctx: click.Context, store_url: str | None, as_json: bool) ->
     """
     from certman.store.postgres import SCHEMA_VERSION, PostgresStore
 
-    with PostgresStore(postgres_store_url(ctx, store_url)) as store:
+    with PostgresStore(postgres_store_url(ctx)) as store:
         before, after = store.upgrade()
         if as_json:
             echo_json(
@@ -63,18 +61,18 @@ def upgrade_command(ctx: click.Context, store_url: str | None, as_json: bool) ->
 
 
 @db_command.command("status")
-@click.option("--store", "store_url", metavar="URL", help=STORE_HELP)
+@postgres_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 @handle_errors
-def status_command(ctx: click.Context, store_url: str | None, as_json: bool) -> None:
+def status_command(ctx: click.Context, as_json: bool) -> None:
     """Show the schema version (against this certman's), row counts and lock holders.
 
     Exit status 1 when the schema is not the one this certman needs.
     """
     from certman.store.postgres import PostgresStore
 
-    with PostgresStore(postgres_store_url(ctx, store_url)) as store:
+    with PostgresStore(postgres_store_url(ctx)) as store:
         status = store.status()
         claims = store.claims() if status.up_to_date else []
     if as_json:

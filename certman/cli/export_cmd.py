@@ -7,18 +7,14 @@ from pathlib import Path
 import click
 
 from certman.cli._common import EXIT_FAILURE, echo_json, handle_errors, state
+from certman.cli._store import store_option
 from certman.hooks import run_hook
 from certman.store import open_store
 from certman.store.export import export_live
 
 
 @click.command("export")
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    help="Store to export from (default: the global --store / --home).",
-)
+@store_option
 @click.option(
     "--to",
     "dest",
@@ -54,7 +50,6 @@ from certman.store.export import export_live
 @handle_errors
 def export_command(
     ctx: click.Context,
-    store_url: str | None,
     dest: Path,
     names: tuple[str, ...],
     deploy_hooks: tuple[str, ...],
@@ -75,7 +70,7 @@ def export_command(
     Exit status 1 if a certificate could not be exported or a hook failed.
     """
     cli = state(ctx)
-    store = open_store(store_url or cli.store_url, home=cli.home)
+    store = open_store(cli.store_url, home=cli.home)
     result = export_live(store, dest, names or None)
     hooks = []
     if result.changed:

@@ -13,6 +13,7 @@ import click
 from certman.challenges.http01 import StoreTokenStore, TokenStore
 from certman.challenges.server import HTTP01Server, parse_listen_address
 from certman.cli._common import handle_errors, state
+from certman.cli._store import store_option
 from certman.errors import CertmanError
 from certman.store import open_store
 
@@ -56,12 +57,7 @@ class _CountingTokens:
 
 
 @click.command("serve-http01")
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    help="Store to read tokens from (default: the global --store / --home).",
-)
+@store_option
 @click.option(
     "--listen",
     default=":80",
@@ -101,7 +97,6 @@ class _CountingTokens:
 @handle_errors
 def serve_command(
     ctx: click.Context,
-    store_url: str | None,
     listen: str,
     cache_ttl: float,
     connection_timeout: float,
@@ -123,7 +118,7 @@ def serve_command(
     token is not served from memory; unknown tokens are never cached.
     """
     cli = state(ctx)
-    url = store_url or cli.store_url
+    url = cli.store_url
     host, port = parse_listen_address(listen)
     store = open_store(url, home=cli.home)
     cache = None
