@@ -540,3 +540,60 @@ def corrupt(location: str, reason: str) -> StoreError:
     return StoreError(
         f"store data is corrupt: {location}: {reason}", code="store-corrupt", path=location
     )
+
+
+# What every store does between its records and their JSON documents, so that
+# the FileStore and the PostgresStore refuse and report the same things.
+
+
+def account_doc(account: AccountRecord) -> dict[str, Any]:
+    """``account.to_dict()``; a value that is not JSON-able is ``store-bad-value``."""
+    try:
+        return account.to_dict()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cannot save account {account.account_id!r}: {exc}", code="store-bad-value"
+        ) from exc
+
+
+def parse_account(doc: Any, location: str) -> AccountRecord:
+    """The record in ``doc`` (read from ``location``); bad data is ``store-corrupt``."""
+    try:
+        return AccountRecord.from_dict(doc)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise corrupt(location, f"bad account record ({exc!r})") from exc
+
+
+def sorted_accounts(records: list[AccountRecord]) -> list[AccountRecord]:
+    """Oldest first (no creation time: first of all), then by account id."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(records, key=lambda r: (r.created_at or epoch, r.account_id))
+
+
+def newest_valid_account(records: list[AccountRecord]) -> AccountRecord | None:
+    """What ``find_account`` answers: the last ``valid`` one of :func:`sorted_accounts`."""
+    valid = [a for a in records if a.status == "valid"]
+    return valid[-1] if valid else None
+
+
+def meta_doc(meta: CertificateMeta) -> dict[str, Any]:
+    """``meta.to_dict()``, proven JSON-able; anything else is ``store-bad-value``."""
+    try:
+        doc = meta.to_dict()
+        json.dumps(doc)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"cannot save meta of {meta.name!r}: {exc}", code="store-bad-value", name=meta.name
+        ) from exc
+    return doc
+
+
+def parse_meta(doc: Any, name: str, location: str) -> CertificateMeta:
+    """The meta of ``name`` in ``doc``; bad data or another name is ``store-corrupt``."""
+    try:
+        meta = CertificateMeta.from_dict(doc)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise corrupt(location, f"bad meta ({exc!r})") from exc
+    if meta.name != name:
+        raise corrupt(location, f"names {meta.name!r}, not {name!r}")
+    return meta

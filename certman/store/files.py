@@ -60,9 +60,15 @@ from certman.store.base import (
     CertificateMeta,
     CertificateVersion,
     Store,
+    account_doc,
     ca_key,
     corrupt,
+    meta_doc,
+    newest_valid_account,
     not_found,
+    parse_account,
+    parse_meta,
+    sorted_accounts,
     validate_name,
 )
 
@@ -276,16 +282,11 @@ class FileStore:
         return ("accounts", ca_key(directory_url), validate_name(account_id, what="account id"))
 
     def _parse_account(self, parts: Sequence[str], doc: Any) -> AccountRecord:
-        try:
-            return AccountRecord.from_dict(doc)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise corrupt(
-                self._where(parts, "account.json"), f"bad account record ({exc!r})"
-            ) from exc
+        return parse_account(doc, self._where(parts, "account.json"))
 
     def save_account(self, account: AccountRecord, key_pem: bytes) -> None:
         parts = self._account_parts(account.directory_url, account.account_id)
-        doc = _account_doc(account)
+        doc = account_doc(account)
         with self._dir(parts, create=True) as dfd:
             self._write(dfd, "key.pem", key_pem, 0o600, parts)
             self._write(dfd, "account.json", _json_bytes(doc), 0o600, parts)
@@ -293,7 +294,7 @@ class FileStore:
 
     def update_account(self, account: AccountRecord) -> None:
         parts = self._account_parts(account.directory_url, account.account_id)
-        doc = _account_doc(account)
+        doc = account_doc(account)
         try:
             with self._dir(parts, create=False) as dfd:
                 os.stat("account.json", dir_fd=dfd, follow_symlinks=False)
@@ -359,13 +360,10 @@ class FileStore:
                 record = self._parse_account(parts, doc)
                 if directory_url is None or record.directory_url == directory_url:
                     out.append(record)
-        epoch = datetime.min.replace(tzinfo=UTC)
-        out.sort(key=lambda r: (r.created_at or epoch, r.account_id))
-        return out
+        return sorted_accounts(out)
 
     def find_account(self, directory_url: str) -> AccountRecord | None:
-        valid = [a for a in self.list_accounts(directory_url) if a.status == "valid"]
-        return valid[-1] if valid else None
+        return newest_valid_account(self.list_accounts(directory_url))
 
     def _list_dir(self, parts: Sequence[str]) -> list[str]:
         """Valid names in a store directory (temp debris and odd names skipped)."""
@@ -580,13 +578,7 @@ class FileStore:
 
     def save_meta(self, meta: CertificateMeta) -> None:
         validate_name(meta.name)
-        try:
-            doc = meta.to_dict()
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"cannot save meta of {meta.name!r}: {exc}", code="store-bad-value", name=meta.name
-            ) from exc
-        self._write_json(("certs", meta.name), "meta.json", doc)
+        self._write_json(("certs", meta.name), "meta.json", meta_doc(meta))
 
     def load_meta(self, name: str) -> CertificateMeta:
         meta = self.find_meta(name)
@@ -601,13 +593,7 @@ class FileStore:
             doc = self._read_json(parts, "meta.json")
         except FileNotFoundError:
             return None
-        try:
-            meta = CertificateMeta.from_dict(doc)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise corrupt(self._where(parts, "meta.json"), f"bad meta ({exc!r})") from exc
-        if meta.name != name:
-            raise corrupt(self._where(parts, "meta.json"), f"names {meta.name!r}, not {name!r}")
-        return meta
+        return parse_meta(doc, name, self._where(parts, "meta.json"))
 
     # -- tokens ----------------------------------------------------------------
 
@@ -794,15 +780,6 @@ def _flock(fd: int, deadline: float | None) -> bool:
                 return False
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.1)
-
-
-def _account_doc(account: AccountRecord) -> dict[str, Any]:
-    try:
-        return account.to_dict()
-    except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"cannot save account {account.account_id!r}: {exc}", code="store-bad-value"
-        ) from exc
 
 
 def _json_bytes(doc: Mapping[str, Any]) -> bytes:

@@ -80,9 +80,15 @@ from certman.store.base import (
     CertificateMeta,
     CertificateVersion,
     Store,
+    account_doc,
     ca_key,
     corrupt,
+    meta_doc,
+    newest_valid_account,
     not_found,
+    parse_account,
+    parse_meta,
+    sorted_accounts,
     validate_name,
 )
 
@@ -596,12 +602,7 @@ class PostgresStore:
         return ca_key(directory_url), validate_name(account_id, what="account id")
 
     def _account_row(self, account: AccountRecord) -> dict[str, Any]:
-        try:
-            doc = account.to_dict()
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"cannot save account {account.account_id!r}: {exc}", code="store-bad-value"
-            ) from exc
+        doc = account_doc(account)
         ca, aid = self._account_key(account.directory_url, account.account_id)
         return {
             "ca": ca,
@@ -613,12 +614,7 @@ class PostgresStore:
         }
 
     def _parse_account(self, ca: str, aid: str, doc: Any) -> AccountRecord:
-        try:
-            return AccountRecord.from_dict(doc)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise corrupt(
-                f"{self.display_url}#accounts/{ca}/{aid}", f"bad account record ({exc!r})"
-            ) from exc
+        return parse_account(doc, f"{self.display_url}#accounts/{ca}/{aid}")
 
     def save_account(self, account: AccountRecord, key_pem: bytes) -> None:
         row = self._account_row(account)
@@ -731,25 +727,16 @@ class PostgresStore:
                     (ca, directory_url),
                 ).fetchall(),
             )
-        out = [self._parse_account(r[0], r[1], r[2]) for r in rows]
-        epoch = datetime.min.replace(tzinfo=UTC)
-        out.sort(key=lambda r: (r.created_at or epoch, r.account_id))
-        return out
+        return sorted_accounts([self._parse_account(r[0], r[1], r[2]) for r in rows])
 
     def find_account(self, directory_url: str) -> AccountRecord | None:
-        valid = [a for a in self.list_accounts(directory_url) if a.status == "valid"]
-        return valid[-1] if valid else None
+        return newest_valid_account(self.list_accounts(directory_url))
 
     # -- certificates ----------------------------------------------------------
 
     @staticmethod
     def _meta_json(meta: CertificateMeta) -> str:
-        try:
-            return json.dumps(meta.to_dict())
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"cannot save meta of {meta.name!r}: {exc}", code="store-bad-value", name=meta.name
-            ) from exc
+        return json.dumps(meta_doc(meta))
 
     def _promote(
         self,
@@ -1026,14 +1013,7 @@ class PostgresStore:
         )
         if row is None:
             return None
-        where = f"{self.display_url}#meta/{name}"
-        try:
-            meta = CertificateMeta.from_dict(row[0])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise corrupt(where, f"bad meta ({exc!r})") from exc
-        if meta.name != name:
-            raise corrupt(where, f"names {meta.name!r}, not {name!r}")
-        return meta
+        return parse_meta(row[0], name, f"{self.display_url}#meta/{name}")
 
     # -- tokens ----------------------------------------------------------------
 

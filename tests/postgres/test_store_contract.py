@@ -156,6 +156,11 @@ def test_naive_datetime_and_bad_values_refused(store: Store) -> None:
     with pytest.raises(StoreError) as err:
         store.save_meta(CertificateMeta(name="a.example", names=("a",), created_at=datetime.now()))
     assert err.value.code == "store-bad-value"
+    # Not JSON-able outside the mappings to_dict() checks itself.
+    with pytest.raises(StoreError) as err:
+        store.save_meta(CertificateMeta(name="a.example", names=(object(),)))  # type: ignore[arg-type]
+    assert err.value.code == "store-bad-value"
+    assert store.find_meta("a.example") is None
     naive = AccountRecord("1", DIRECTORY, "https://x/acct/1", created_at=datetime(2026, 1, 1))
     not_json = AccountRecord("1", DIRECTORY, "https://x/acct/1", extra={"k": object()})
     for record in (naive, not_json):
