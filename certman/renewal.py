@@ -93,16 +93,26 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _parse_time(value: Any, what: str) -> datetime | None:
-    if value is None:
-        return None
+def parse_rfc3339(value: Any, what: str) -> datetime:
+    """An RFC 3339 time string (stored state, ARI answers) in UTC; ``ValueError`` otherwise.
+
+    A time without an offset is refused: guessing its zone would move a
+    renewal window by hours.
+    """
     if not isinstance(value, str):
         raise ValueError(f"{what}: expected an RFC 3339 string, got {value!r}")
     try:
+        # Python 3.11 reads "Z" and longer fractions (Go servers send nanoseconds).
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise ValueError(f"{what}: not an RFC 3339 time: {value!r}") from exc
-    return _utc(parsed, what)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{what}: RFC 3339 time without an offset: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _parse_time(value: Any, what: str) -> datetime | None:
+    return None if value is None else parse_rfc3339(value, what)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from certman.renewal import (
     SuggestedWindow,
     ari_check_due,
     decide,
+    parse_rfc3339,
     record_ari_error,
 )
 
@@ -193,19 +194,6 @@ def clamp_retry_after(at: datetime | None, *, now: datetime) -> datetime:
     return min(max(at, now + MIN_RETRY_AFTER), now + MAX_RETRY_AFTER)
 
 
-def _parse_rfc3339(value: Any, what: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{what}: expected an RFC 3339 string, got {value!r}")
-    try:
-        # Python 3.11 reads "Z" and longer fractions (Go servers send nanoseconds).
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{what}: not an RFC 3339 time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise ValueError(f"{what}: RFC 3339 time without an offset: {value!r}")
-    return parsed.astimezone(UTC)
-
-
 def parse_renewal_info(
     body: bytes | str | Mapping[str, Any],
     *,
@@ -229,8 +217,8 @@ def parse_renewal_info(
         if not isinstance(window_data, Mapping):
             raise ValueError("suggestedWindow is missing or not an object")
         window = SuggestedWindow(
-            _parse_rfc3339(window_data.get("start"), "suggestedWindow.start"),
-            _parse_rfc3339(window_data.get("end"), "suggestedWindow.end"),
+            parse_rfc3339(window_data.get("start"), "suggestedWindow.start"),
+            parse_rfc3339(window_data.get("end"), "suggestedWindow.end"),
         )
         explanation = data.get("explanationURL")
         if explanation is not None and not isinstance(explanation, str):
