@@ -3,15 +3,20 @@
 Tests that need a real external part (pebble, PostgreSQL) call
 :func:`require_tool`: on a developer machine without it they skip with the
 command to install it; under ``CI=true`` a missing part is a failure, never a
-skip.
+skip. A Pebble fixture is ``yield from running_pebble(**LocalPebble options)``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from certman.testing import LocalPebble
 
 
 def in_ci() -> bool:
@@ -27,3 +32,17 @@ def require_tool(name: str, *, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def running_pebble(**options: Any) -> Iterator[LocalPebble]:
+    """The body of a Pebble fixture: ``yield from running_pebble(**LocalPebble options)``.
+
+    Requires pebble and pebble-challtestsrv (see :func:`require_tool`); the
+    server is stopped when the fixture's scope ends.
+    """
+    require_tool("pebble", package="pebble")
+    require_tool("pebble-challtestsrv", package="pebble")
+    from certman.testing import LocalPebble
+
+    with LocalPebble(**options) as running:
+        yield running

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from certman.errors import CertmanError
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import require_tool, running_pebble
 
 pytestmark = pytest.mark.pebble
 
@@ -24,10 +24,7 @@ EAB = {"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(alternate_roots=1, eab_keys=EAB, domain_blocklist=["blocked.test"]) as p:
-        yield p
+    yield from running_pebble(alternate_roots=1, eab_keys=EAB, domain_blocklist=["blocked.test"])
 
 
 def _get(url: str, cafile: str | None) -> bytes:

@@ -33,7 +33,7 @@ from certman.challenges import (
     WebrootSolver,
 )
 from certman.store import CertificateFiles, CertificateMeta, FileStore
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 if TYPE_CHECKING:
     from certman.client import AcmeClient
@@ -45,12 +45,7 @@ pytestmark = pytest.mark.pebble
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    from certman.testing import LocalPebble
-
-    with LocalPebble(authz_reuse=0) as p:
-        yield p
+    yield from running_pebble(authz_reuse=0)
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 BLOCKED = "refused.example"
 
 
 @pytest.fixture(scope="session")
 def cli_pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(authz_reuse=0, domain_blocklist=[BLOCKED]) as running:
-        yield running
+    yield from running_pebble(authz_reuse=0, domain_blocklist=[BLOCKED])
 
 
 @dataclass

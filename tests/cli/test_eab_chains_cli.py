@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from certman.testing import LocalPebble
 from tests.cli.conftest import Certman
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 pytestmark = pytest.mark.pebble
 
@@ -25,10 +25,7 @@ EAB_KEY = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
 
 @pytest.fixture(scope="module")
 def eab_pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(eab_keys={EAB_KID: EAB_KEY}, alternate_roots=2, chain_length=3) as running:
-        yield running
+    yield from running_pebble(eab_keys={EAB_KID: EAB_KEY}, alternate_roots=2, chain_length=3)
 
 
 @pytest.fixture()

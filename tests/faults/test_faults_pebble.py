@@ -32,21 +32,14 @@ from cryptography.hazmat.primitives import serialization
 from certman.manager import CertificateManager, IssueRequest, SolverSpec
 from certman.store import FileStore
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 pytestmark = pytest.mark.pebble
 
 
-def _pebble(**kwargs: object) -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(**kwargs) as running:  # type: ignore[arg-type]
-        yield running
-
-
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    yield from _pebble()
+    yield from running_pebble()
 
 
 def manager(home: Path, ca: LocalPebble, **kwargs: object) -> CertificateManager:
@@ -123,7 +116,7 @@ def live_state(home: Path) -> dict[str, tuple[str, bytes]]:
 
 @pytest.mark.slow
 def test_hundred_certificates_with_half_the_nonces_rejected(tmp_path: Path) -> None:
-    for ca in _pebble(nonce_reject=50):
+    for ca in running_pebble(nonce_reject=50):
         names = [f"nonce{i}.example" for i in range(100)]
         with manager(tmp_path / "home", ca) as m:
             m.ensure_account(agree_tos=True)
@@ -383,7 +376,7 @@ def test_two_issue_commands_for_one_name_make_one_order_and_lineage(
 
 def test_pause_resume_and_stop_while_paused() -> None:
     """LocalPebble.pause/resume (used above), and stop() of a paused Pebble."""
-    for ca in _pebble():
+    for ca in running_pebble():
         ca.pause()
         with pytest.raises(OSError):  # frozen: the directory does not answer
             urllib.request.build_opener(

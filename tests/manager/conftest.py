@@ -17,17 +17,14 @@ import pytest
 from certman.manager import CertificateManager, SolverSpec
 from certman.store import FileStore
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 BLOCKED = "blocked.example"
 
 
 @pytest.fixture(scope="session")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(authz_reuse=0, domain_blocklist=[BLOCKED]) as running:
-        yield running
+    yield from running_pebble(authz_reuse=0, domain_blocklist=[BLOCKED])
 
 
 @pytest.fixture()

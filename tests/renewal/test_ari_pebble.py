@@ -20,7 +20,7 @@ from certman.client.ari import cert_id, fetch_renewal_info
 from certman.keys import generate_private_key
 from certman.renewal import ari_check_due, decide, record_success
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 SIX_DAYS = 6 * 24 * 3600
 
@@ -29,10 +29,7 @@ pytestmark = pytest.mark.pebble
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble(validity_period=SIX_DAYS) as running:
-        yield running
+    yield from running_pebble(validity_period=SIX_DAYS)
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certman.store import FileStore
 from certman.testing import AriServer, LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 pytestmark = pytest.mark.pebble
 
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble() as running:
-        yield running
+    yield from running_pebble()
 
 
 @pytest.fixture(scope="module")

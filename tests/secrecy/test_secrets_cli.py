@@ -32,17 +32,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 
 pytestmark = pytest.mark.pebble
 
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble() as running:
-        yield running
+    yield from running_pebble()
 
 
 class Runner:

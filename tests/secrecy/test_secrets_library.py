@@ -19,7 +19,7 @@ import pytest
 from certman.manager import CertificateManager, IssueRequest, SolverSpec
 from certman.store import FileStore
 from certman.testing import LocalPebble
-from tests.conftest import require_tool
+from tests.conftest import running_pebble
 from tests.secrecy.test_secrets_cli import assert_no_key_material, private_key_files
 
 pytestmark = pytest.mark.pebble
@@ -27,10 +27,7 @@ pytestmark = pytest.mark.pebble
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[LocalPebble]:
-    require_tool("pebble", package="pebble")
-    require_tool("pebble-challtestsrv", package="pebble")
-    with LocalPebble() as running:
-        yield running
+    yield from running_pebble()
 
 
 def test_debug_logs_and_meta_hold_no_key_material(
