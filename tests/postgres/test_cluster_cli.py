@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cluster_helpers import start_responder
 from localpg import LocalPostgres
 
 from certman.store import AccountRecord, CertificateFiles, CertificateMeta, FileStore
@@ -96,32 +97,13 @@ def _get(url: str) -> tuple[int, bytes]:
 @contextlib.contextmanager
 def _responder(url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A serve-http01 process on a free port; killed if the test fails before it stops it."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "certman",
-            "serve-http01",
-            "--store",
-            url,
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    responder = start_responder(url, "127.0.0.1", 0)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.communicate(timeout=30)[1]
-        yield proc, json.loads(line)["listening"]
+        yield responder.proc, responder.address
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        if responder.proc.poll() is None:
+            responder.proc.kill()
+            responder.proc.communicate()
 
 
 def test_serve_http01_answers_tokens_from_the_store(pg_store: PostgresStore) -> None:
