@@ -8,9 +8,15 @@ skip. A Pebble fixture is ``yield from running_pebble(**LocalPebble options)``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
+import socketserver
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -46,3 +52,35 @@ def running_pebble(**options: Any) -> Iterator[LocalPebble]:
 
     with LocalPebble(**options) as running:
         yield running
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Run ``server`` in a thread for the ``with`` block, then shut it down and close it."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+class QuietStaticHandler(SimpleHTTPRequestHandler):
+    """Serves files without logging each request on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, port: int = 0) -> Iterator[int]:
+    """A web server (as nginx would be) serving ``root`` on 127.0.0.1:``port``; yields the port."""
+    handler = functools.partial(QuietStaticHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    with serving(server):
+        yield server.server_port

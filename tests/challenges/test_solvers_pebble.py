@@ -8,15 +8,11 @@ Authorization reuse is off so that every order really exercises the solver.
 
 from __future__ import annotations
 
-import functools
 import socket
-import socketserver
 import stat
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -33,7 +29,7 @@ from certman.challenges import (
     WebrootSolver,
 )
 from certman.store import CertificateFiles, CertificateMeta, FileStore
-from tests.conftest import running_pebble
+from tests.conftest import running_pebble, serve_directory, serving
 
 if TYPE_CHECKING:
     from certman.client import AcmeClient
@@ -130,26 +126,9 @@ def test_standalone_solver_shared_by_concurrent_orders(
     assert results == {i: [f"c{i}.example", f"d{i}.example"] for i in range(4)}
 
 
-class QuietStatic(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 class QuietWSGI(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-@contextmanager
-def serving(server: socketserver.BaseServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def test_webroot_solver_behind_a_real_web_server(
@@ -157,8 +136,7 @@ def test_webroot_solver_behind_a_real_web_server(
 ) -> None:
     webroot = tmp_path / "www"
     webroot.mkdir()
-    handler = functools.partial(QuietStatic, directory=str(webroot))
-    with serving(ThreadingHTTPServer(("127.0.0.1", pebble.http_port), handler)):
+    with serve_directory(webroot, pebble.http_port):
         cert = client.issue(["webroot.example"], WebrootSolver(webroot))
     assert dns_names(cert) == ["webroot.example"]
     assert list(webroot.iterdir()) == []  # tokens and the dirs it made are gone

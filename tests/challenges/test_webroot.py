@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import http.client
 import os
 import stat
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from certman.challenges import ChallengeTask, WebrootSolver
 from certman.errors import ChallengeError
+from tests.conftest import serve_directory
 
 
 def task(token: str) -> ChallengeTask:
     return ChallengeTask("example.org", "dns", "http-01", token, f"{token}.thumbprint")
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def web_server(root: Path) -> Iterator[int]:
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def fetch(port: int, path: str) -> tuple[int, bytes]:
@@ -68,7 +45,7 @@ def test_present_serve_cleanup(tmp_path: Path) -> None:
     assert sorted(os.listdir(challenge_dir)) == ["tok-1", "tok_2"]  # no temp debris
     assert solver.token_path("tok-1") == challenge_dir / "tok-1"
 
-    with web_server(root) as port:
+    with serve_directory(root) as port:
         assert fetch(port, "/.well-known/acme-challenge/tok-1") == (200, b"tok-1.thumbprint")
 
     solver.cleanup([task("tok-1")])

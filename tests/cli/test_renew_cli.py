@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import pty
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 from certman.manager import CertificateManager, IssueRequest, SolverSpec
 from certman.store import FileStore
 from tests.cli.conftest import BLOCKED, Certman, snapshot
+from tests.conftest import serve_directory
 
 pytestmark = pytest.mark.pebble
 
@@ -61,21 +59,8 @@ def test_renew_summary_and_json(certman: Certman) -> None:
 def _serve(root: Path, port: int) -> Iterator[None]:
     """A web server (as nginx would be) serving ``root`` on Pebble's HTTP-01 port."""
     root.mkdir(exist_ok=True)
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serve_directory(root, port):
         yield
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def test_two_processes_at_once_renew_each_certificate_once(

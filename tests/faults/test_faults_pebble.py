@@ -10,7 +10,6 @@ Long cases are marked ``slow``; they still run in ``make test``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import random
@@ -18,11 +17,9 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from certman.manager import CertificateManager, IssueRequest, SolverSpec
 from certman.store import FileStore
 from certman.testing import LocalPebble
-from tests.conftest import running_pebble
+from tests.conftest import running_pebble, serve_directory
 
 pytestmark = pytest.mark.pebble
 
@@ -303,24 +300,11 @@ def test_full_disk_is_a_clear_error_and_keeps_the_certificate(
 # -- 5. two issuers racing for one name ----------------------------------------------------
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def serve(root: Path, port: int) -> Iterator[None]:
     """A web server (as nginx would be) serving ``root`` where Pebble validates HTTP-01."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serve_directory(root, port):
         yield
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_two_issue_commands_for_one_name_make_one_order_and_lineage(
