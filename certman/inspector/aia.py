@@ -290,10 +290,7 @@ class AiaFetcher:
                 size = 0
                 while True:
                     if time.monotonic() > deadline:
-                        raise InspectorError(
-                            f"AIA fetch from {url} took longer than {self.timeout:g}s",
-                            code="aia-timeout",
-                        )
+                        raise self._timed_out(url)
                     chunk = response.read(16384)
                     if not chunk:
                         break
@@ -315,15 +312,11 @@ class AiaFetcher:
                 f"AIA fetch from {url} failed: HTTP {exc.code} {exc.reason}", code="aia-http"
             ) from exc
         except TimeoutError as exc:
-            raise InspectorError(
-                f"AIA fetch from {url} took longer than {self.timeout:g}s", code="aia-timeout"
-            ) from exc
+            raise self._timed_out(url) from exc
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise InspectorError(
-                    f"AIA fetch from {url} took longer than {self.timeout:g}s", code="aia-timeout"
-                ) from exc
+                raise self._timed_out(url) from exc
             raise InspectorError(
                 f"AIA fetch from {url} failed: {reason}", code="aia-network"
             ) from exc
@@ -331,6 +324,12 @@ class AiaFetcher:
             raise InspectorError(
                 f"AIA fetch from {url} failed: {exc.strerror or exc}", code="aia-network"
             ) from exc
+
+    def _timed_out(self, url: str) -> InspectorError:
+        """The one ``aia-timeout`` error: the socket timed out or the deadline passed."""
+        return InspectorError(
+            f"AIA fetch from {url} took longer than {self.timeout:g}s", code="aia-timeout"
+        )
 
     def find_issuer(
         self, cert: x509.Certificate, errors: list[str] | None = None
