@@ -85,7 +85,7 @@ class _CountingTokens:
     type=click.IntRange(1, 10000),
     default=64,
     show_default=True,
-    help="Concurrent connections (more get 503).",
+    help="Connections still sending their request; when full, the oldest is closed with 503.",
 )
 @click.option(
     "--json",
